@@ -46,6 +46,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm")
 DEFAULT_FPS = 25.0
 """Frame rate assumed for image folders and TIFF stacks, which do not store one."""
 
+INDEX_AT_OPEN_MAX_MB = 512
+"""Files up to this size are indexed when opened (exact frame count at once); larger ones
+(an hour of HD) on the first jump, so that they still open instantly."""
+
 _FORWARD_DECODE_LIMIT = 48
 """Without a frame index, jumps forward by at most this many frames are decoded, not sought."""
 
@@ -66,6 +70,7 @@ class VideoInfo:
     codec: str
     duration: float  # seconds
     keyframe_interval: float | None = None  # median frames between keyframes, once indexed
+    warnings: tuple[str, ...] = ()  # e.g. "the header says 100 frames but 30 were found"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +91,7 @@ class VideoInfo:
         ]
         if self.keyframe_interval is not None:
             lines.append(f"keyframes:  every {self.keyframe_interval:.0f} frames (median)")
+        lines += [f"WARNING:    {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -110,6 +116,7 @@ class Video:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_bytes = 0
         self._cache_lock = threading.Lock()
+        self.warnings: list[str] = []
 
     # -- the interface ---------------------------------------------------------------------
     @property
@@ -281,6 +288,21 @@ def _file_token(path: Path) -> str:
         return f"{abs(hash(str(path))):x}"
 
 
+def _read_range_or_black(video: Video, start: int, stop: int) -> np.ndarray:
+    """For display: frames a damaged file cannot deliver are shown black, not as a crash."""
+    try:
+        return video.read_range(start, stop)
+    except VideoError as exc:
+        log.warning("%s", exc)
+        out = np.zeros((stop - start, *video.frame_shape), dtype=video.dtype)
+        for i in range(start, min(stop, len(video))):
+            try:
+                out[i - start] = video.read(i)
+            except (VideoError, IndexError):
+                break
+        return out
+
+
 class _LazyFrames:
     """The minimal array-like dask's ``from_array`` needs: shape, dtype, slicing."""
 
@@ -297,7 +319,7 @@ class _LazyFrames:
         if isinstance(first, slice):
             start, stop, step = first.indices(self.shape[0])
             if step == 1 and stop - start > 1:
-                block = self.video.read_range(start, stop)
+                block = _read_range_or_black(self.video, start, stop)
             elif stop - start == 1:
                 block = self.video.read(start)[None]
             else:
@@ -429,7 +451,8 @@ def _frame_key(obj: Any) -> int | None:
 class PyAVVideo(Video):
     """A video file decoded with PyAV (FFmpeg): mp4, avi, mov, mkv and whatever FFmpeg reads."""
 
-    def __init__(self, path: Path, color: bool = False, cache_mb: float = 256.0) -> None:
+    def __init__(self, path: Path, color: bool = False, cache_mb: float = 256.0,
+                 index_now: bool | None = None) -> None:
         super().__init__(path, color, cache_mb)
         import av
 
@@ -464,9 +487,12 @@ class PyAVVideo(Video):
         self._index: _FrameIndex | None = None
         self._index_lock = threading.Lock()
         self._local = threading.local()
+        if index_now is None:  # indexing reads the file (no decoding): do it now unless huge
+            index_now = path.stat().st_size <= INDEX_AT_OPEN_MAX_MB * 2**20
         if header_frames > 0:
             self.n_frames = header_frames
-        else:  # the container does not say (mkv, webm, some avi): count the packets now
+        if index_now or header_frames <= 0:
+            # exact frame count now (the header may be missing or wrong in damaged files)
             self.n_frames = len(self.frame_index().pts)
         if self.n_frames == 0:
             raise VideoError(f"{path.name} contains no frames")
@@ -484,6 +510,7 @@ class PyAVVideo(Video):
             fps_assumed=self._fps_assumed, width=self.width, height=self.height,
             channels=3 if self.color else 1, dtype=str(self.dtype), codec=self.codec,
             duration=self.duration or len(self) / self.fps, keyframe_interval=interval,
+            warnings=tuple(self.warnings),
         )
 
     def frame_index(self) -> _FrameIndex:
@@ -495,8 +522,10 @@ class PyAVVideo(Video):
                 self._index = self._build_index()
                 n = len(self._index.pts)
                 if getattr(self, "n_frames", n) != n:
-                    log.warning("%s: the header says %d frames but %d were found; using %d",
-                                self.path.name, self.n_frames, n, n)
+                    message = (f"the header says {self.n_frames} frames but {n} were found "
+                               f"(truncated or damaged file?); using {n}")
+                    log.warning("%s: %s", self.path.name, message)
+                    self.warnings.append(message)
                     self.n_frames = n
         return self._index
 
@@ -752,11 +781,12 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 
 def open_video(path: str | os.PathLike, color: bool = False, fps: float | None = None,
-               cache_mb: float = 256.0) -> Video:
+               cache_mb: float = 256.0, index_now: bool | None = None) -> Video:
     """Open a video file, a folder of numbered images or a multi-page TIFF.
 
-    ``color=False`` (the default) gives greyscale frames ``(H, W)``, which is what tracking
-    uses; ``color=True`` gives ``(H, W, 3)`` RGB. ``fps`` overrides the stored frame rate
+    ``index_now`` (video files): scan all packets now for an exact frame count; by default
+    only for files up to ``INDEX_AT_OPEN_MAX_MB``. ``color=False`` (the default) gives
+    greyscale frames ``(H, W)``, which is what tracking uses; ``color=True`` gives ``(H, W, 3)`` RGB. ``fps`` overrides the stored frame rate
     (image folders and TIFFs store none). Raises :class:`VideoError` with a message for the
     user when the path is missing or unreadable.
     """
@@ -769,7 +799,7 @@ def open_video(path: str | os.PathLike, color: bool = False, fps: float | None =
         raise VideoError(f"{p.name} is empty (0 bytes)")
     if p.suffix.lower() in TIFF_EXTENSIONS:
         return TiffStack(p, color=color, fps=fps, cache_mb=cache_mb)
-    video = PyAVVideo(p, color=color, cache_mb=cache_mb)
+    video = PyAVVideo(p, color=color, cache_mb=cache_mb, index_now=index_now)
     if fps:
         video.fps = float(fps)
         video._fps_assumed = False

@@ -1,0 +1,173 @@
+"""The ``napari-trex`` command.
+
+Every user error (missing file, corrupt video, unknown or impossible parameter) is printed
+as one line, ``napari-trex: error: ...``, and the command exits non-zero; there is never a
+traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .core.errors import NapariTrexError
+
+EXIT_USER_ERROR = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-trex",
+        description="Track unmarked animals and keep their identities (TRex) - command line.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-trex {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    info = commands.add_parser("info", help="describe a video, image folder or TIFF stack")
+    info.add_argument("video", help="video file, folder of numbered images, or multi-page TIFF")
+    info.add_argument("--json", action="store_true", help="print the description as JSON")
+    info.add_argument("--quick", action="store_true",
+                      help="read only the header (skip scanning the packets of large files)")
+
+    sample = commands.add_parser("sample", help="write the synthetic sample video with ground truth")
+    sample.add_argument("output", help="video file to write (.mp4, .avi, .mov or .mkv)")
+    sample.add_argument("--individuals", type=int, default=4, help="number of animals (default 4)")
+    sample.add_argument("--frames", type=int, default=500, help="number of frames (default 500)")
+    sample.add_argument("--size", type=int, default=512, help="width and height in px (default 512)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--polarity", choices=["dark_on_light", "light_on_dark"],
+                        default="dark_on_light", help="dark animals on a light background or reverse")
+
+    params = commands.add_parser(
+        "params", help="list parameters, or check/convert a settings file (TOML or TRex .settings)")
+    params.add_argument("--settings", help="a .toml file or a TRex .settings file to start from")
+    params.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
+                        help="change one parameter (repeatable), e.g. --set track_max_speed=20")
+    params.add_argument("--ignore-unknown", action="store_true",
+                        help="skip names in a TRex .settings file that napari-trex does not use")
+    params.add_argument("--save", metavar="FILE.toml", help="write the resulting settings as TOML")
+
+    view = commands.add_parser("view", help="open napari with a video (or the sample) loaded")
+    view.add_argument("video", nargs="?", help="video to open; without it, the synthetic sample")
+    view.add_argument("--color", action="store_true", help="open in colour instead of greyscale")
+    view.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window and quit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return {
+            "info": _info, "sample": _sample, "params": _params, "view": _view,
+        }[args.command](args)
+    except NapariTrexError as exc:
+        print(f"napari-trex: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("napari-trex: interrupted", file=sys.stderr)
+        return 130
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .core.video import open_video
+
+    with open_video(args.video) as video:
+        if not args.quick and hasattr(video, "frame_index"):
+            video.frame_index()  # exact count, keyframe spacing and timing; reads, never decodes
+        info = video.info
+        if args.json:
+            print(json.dumps(info.as_dict(), indent=2))
+            return 0
+        print(info.describe())
+        if not args.quick and hasattr(video, "frame_index"):
+            import numpy as np
+
+            steps = np.diff(video.frame_times())
+            if len(steps):
+                print(f"frame gaps: {steps.min() * 1000:.1f} to {steps.max() * 1000:.1f} ms "
+                      f"({'variable' if np.ptp(steps) > 1e-3 else 'constant'} frame rate)")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .core.datasets import generate
+    from .core.video import VIDEO_EXTENSIONS
+
+    out = Path(args.output)
+    if out.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise NapariTrexError(f"{out.name}: choose a video extension (.mp4, .avi, .mov, .mkv)")
+    if args.individuals < 1 or args.frames < 1 or args.size < 64 or args.size % 2:
+        raise NapariTrexError("need --individuals >= 1, --frames >= 1 and an even --size >= 64")
+    synthetic = generate(n_individuals=args.individuals, n_frames=args.frames, size=args.size,
+                         seed=args.seed, polarity=args.polarity)
+    video, truth = synthetic.write(out)
+    print(f"wrote {video} ({args.frames} frames, {args.individuals} animals) and {truth}")
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    from .core.settings import (Settings, import_trex_settings, parameter_info, parameter_names,
+                                parse_assignments)
+
+    if args.settings is None and not args.assignments and not args.save:
+        for name in parameter_names():
+            info = parameter_info(name)
+            unit = f" [{info['unit']}]" if info["unit"] else ""
+            print(f"{name} = {info['default']!r}{unit}\n    {info['description']}")
+        return 0
+    settings = Settings()
+    if args.settings:
+        path = Path(args.settings)
+        if path.suffix.lower() == ".toml":
+            settings = Settings.load(path)
+        else:
+            settings, skipped = import_trex_settings(path, strict=not args.ignore_unknown)
+            if skipped:
+                print(f"skipped {len(skipped)} unknown name(s): {', '.join(skipped)}", file=sys.stderr)
+    if args.assignments:
+        settings = Settings.from_mapping(parse_assignments(args.assignments), base=settings)
+    for name, value in settings.changed().items():
+        print(f"{name} = {value!r}")
+    if args.save:
+        print(f"wrote {settings.save(args.save)}")
+    return 0
+
+
+def _view(args: argparse.Namespace) -> int:  # pragma: no cover - needs a display; tested via xvfb
+    import napari
+
+    from .napari.reader import read_video
+    from .napari.sample_data import make_sample_data
+
+    if args.video:
+        from .core.video import open_video
+
+        open_video(args.video).close()  # fail early, on the command line, with our message
+        layers = read_video(args.video, color=args.color)
+    else:
+        layers = make_sample_data()
+    viewer = napari.Viewer(title="napari-trex")
+    for data, meta, layer_type in layers:
+        getattr(viewer, f"add_{layer_type}")(data, **meta)
+    if args.screenshot:
+        from skimage.io import imsave
+
+        viewer.dims.set_current_step(0, min(100, viewer.dims.nsteps[0] - 1))
+        imsave(args.screenshot, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+        viewer.close()
+        print(f"wrote {args.screenshot}")
+        return 0
+    napari.run()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
