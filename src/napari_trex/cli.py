@@ -157,6 +157,7 @@ def _view(args: argparse.Namespace) -> int:  # pragma: no cover - needs a displa
     viewer = napari.Viewer(title="napari-trex")
     for data, meta, layer_type in layers:
         getattr(viewer, f"add_{layer_type}")(data, **meta)
+    viewer.window.add_plugin_dock_widget("napari-trex", "Open video")
     if args.screenshot:
         from skimage.io import imsave
 

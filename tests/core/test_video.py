@@ -208,3 +208,14 @@ def test_truncated_video_with_header_reports_the_frames_it_really_has(tmp_path):
         lazy.read_range(0, 200)  # ... and reading past the real end says so
     shown = lazy.as_dask()[150:200].compute()  # napari shows black frames, never crashes
     assert shown.shape == (50, 96, 128)
+
+
+def test_write_video_streams_frames_from_a_generator(tmp_path):
+    frames = numbered_frames(30)
+    path = write_video(tmp_path / "gen.mkv", (f for f in frames), fps=10, keyframe_interval=7)
+    video = open_video(path)
+    assert len(video) == 30 and video.fps == 10
+    assert [frame_number(f) for _, f in video.frames()] == list(range(30))
+    with pytest.raises(ValueError, match="one timestamp per frame"):
+        write_video(tmp_path / "bad.mp4", frames, timestamps=[0.0, 0.1])
+    assert not (tmp_path / "bad.mp4").exists()

@@ -41,3 +41,20 @@ def test_drag_and_drop_a_video(make_napari_viewer, numbered_video):
     layer = viewer.layers["numbered"]
     assert isinstance(layer.data, da.Array) and layer.data.shape[0] == 600
     assert layer.metadata["path"] == str(numbered_video)
+
+
+def test_open_video_panel_opens_in_colour_on_request(make_napari_viewer, numbered_video, monkeypatch):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-trex", "Open video")
+    widget.path.value = numbered_video
+    widget.color.value = True
+    widget()
+    layer = viewer.layers["numbered"]
+    assert layer.rgb and layer.data.shape == (600, 96, 128, 3)
+    assert isinstance(layer.data, da.Array)
+
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    widget.path.value = numbered_video.with_name("does-not-exist.mp4")
+    widget()
+    assert len(viewer.layers) == 1 and "no such file" in errors[0]

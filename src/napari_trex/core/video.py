@@ -28,7 +28,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -808,7 +808,7 @@ def open_video(path: str | os.PathLike, color: bool = False, fps: float | None =
 
 def write_video(
     path: str | os.PathLike,
-    frames: np.ndarray | Sequence[np.ndarray],
+    frames: np.ndarray | Iterable[np.ndarray],
     fps: float = 25.0,
     *,
     codec: str | None = None,
@@ -816,56 +816,71 @@ def write_video(
     crf: int = 18,
     timestamps: Sequence[float] | None = None,
 ) -> Path:
-    """Encode greyscale ``(T, H, W)`` or RGB ``(T, H, W, 3)`` uint8 frames into a video file.
+    """Encode greyscale ``(H, W)`` or RGB ``(H, W, 3)`` uint8 frames into a video file.
 
-    Used for sample data, tests and benchmarks. ``keyframe_interval`` sets the GOP length
-    (TRex users often have very sparse keyframes); ``timestamps`` (seconds, increasing)
-    makes a variable-frame-rate file. The codec follows the extension unless given: H.264
-    for mp4/mov/mkv, MPEG-4 part 2 for avi. Written atomically.
+    ``frames`` may be an array ``(T, H, W[, 3])`` or any iterable of frames (a generator
+    keeps memory flat for long videos). Used for sample data, tests and benchmarks.
+    ``keyframe_interval`` sets the GOP length (TRex users often have very sparse keyframes);
+    ``timestamps`` (seconds, increasing, one per frame) makes a variable-frame-rate file. The
+    codec follows the extension unless given: H.264 for mp4/mov/mkv, MPEG-4 part 2 for avi.
+    Written atomically: a failed encode leaves no partial file behind.
     """
     import av
 
     from .io import atomic_path
 
     target = Path(path)
-    ext = target.suffix.lower()
     if codec is None:
-        codec = "mpeg4" if ext == ".avi" else "libx264"
-    frames_list = frames if isinstance(frames, np.ndarray) else np.asarray(frames)
-    if frames_list.ndim not in (3, 4) or frames_list.dtype != np.uint8:
-        raise ValueError("frames must be a uint8 array (T, H, W) or (T, H, W, 3)")
-    n, height, width = frames_list.shape[:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"width and height must be even for {codec} (got {width}x{height})")
-    fmt = "gray" if frames_list.ndim == 3 else "rgb24"
+        codec = "mpeg4" if target.suffix.lower() == ".avi" else "libx264"
     rate = Fraction(fps).limit_denominator(1001)
     time_base = Fraction(1, 1000) if timestamps is not None else 1 / rate
-    if timestamps is not None and len(timestamps) != n:
-        raise ValueError("need one timestamp per frame")
     with atomic_path(target) as tmp:
         with av.open(str(tmp), mode="w") as container:
-            stream = container.add_stream(codec, rate=rate)
-            stream.width, stream.height = width, height
-            stream.pix_fmt = "yuv420p"
-            stream.time_base = time_base
-            stream.codec_context.time_base = time_base
-            options = {"g": str(keyframe_interval), "keyint_min": str(keyframe_interval),
-                       "sc_threshold": "0"}
-            if codec == "libx264":
-                options.update({"crf": str(crf), "preset": "veryfast"})
-            else:
-                options.update({"qscale": "3"})
-                stream.codec_context.gop_size = keyframe_interval
-            stream.options = options
-            for i in range(n):
-                frame = av.VideoFrame.from_ndarray(frames_list[i], format=fmt)
+            stream = None
+            n = 0
+            for n, image in enumerate(frames):
+                image = np.asarray(image)
+                if stream is None:
+                    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+                        raise ValueError("frames must be uint8 images (H, W) or (H, W, 3)")
+                    height, width = image.shape[:2]
+                    if height % 2 or width % 2:
+                        raise ValueError(f"width and height must be even for {codec} "
+                                         f"(got {width}x{height})")
+                    fmt = "gray" if image.ndim == 2 else "rgb24"
+                    stream = _open_encoder(container, codec, rate, time_base, width, height,
+                                           keyframe_interval, crf)
+                frame = av.VideoFrame.from_ndarray(image, format=fmt)
                 if timestamps is not None:
-                    frame.pts = int(round(timestamps[i] * 1000))
+                    if n >= len(timestamps):
+                        raise ValueError("need one timestamp per frame")
+                    frame.pts = int(round(timestamps[n] * 1000))
                 else:
-                    frame.pts = i  # time_base = 1 / fps
+                    frame.pts = n  # time_base = 1 / fps
                 frame.time_base = time_base
                 for packet in stream.encode(frame):
                     container.mux(packet)
+            if stream is None:
+                raise ValueError("no frames to write")
+            if timestamps is not None and n + 1 != len(timestamps):
+                raise ValueError("need one timestamp per frame")
             for packet in stream.encode():
                 container.mux(packet)
     return target
+
+
+def _open_encoder(container: Any, codec: str, rate: Fraction, time_base: Fraction, width: int,
+                  height: int, keyframe_interval: int, crf: int) -> Any:
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv420p"
+    stream.time_base = time_base
+    stream.codec_context.time_base = time_base
+    options = {"g": str(keyframe_interval), "keyint_min": str(keyframe_interval), "sc_threshold": "0"}
+    if codec == "libx264":
+        options.update({"crf": str(crf), "preset": "veryfast"})
+    else:
+        options["qscale"] = "3"
+        stream.codec_context.gop_size = keyframe_interval
+    stream.options = options
+    return stream

@@ -53,6 +53,7 @@ def ground_truth_tracks_data(truth: dict[str, np.ndarray], name: str = "ground t
         "color_by": "identity",
         "tail_length": 25,
         "tail_width": 3,
+        "blending": "translucent",
         "metadata": {"napari_trex": "ground_truth"},
     }
     return data.astype(float), meta, "tracks"
