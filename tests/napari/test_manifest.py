@@ -58,3 +58,15 @@ def test_open_video_panel_opens_in_colour_on_request(make_napari_viewer, numbere
     widget.path.value = numbered_video.with_name("does-not-exist.mp4")
     widget()
     assert len(viewer.layers) == 1 and "no such file" in errors[0]
+
+
+def test_npe2_validate_command_passes():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    npe2_cli = Path(sys.executable).parent / "npe2"
+    result = subprocess.run([str(npe2_cli), "validate", "napari-trex"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout
