@@ -9,8 +9,9 @@ it is built to make identification genuinely hard in the ways real recordings ar
 * bodies are elongated, wider at the head, bend slightly while swimming, and point along
   their heading, so orientation and head/tail can be learnt from the image and the motion;
 * motion is a correlated random walk (speed and turning rate are Ornstein-Uhlenbeck
-  processes) in a circular arena, with a mild pull towards the group so animals cross and
-  touch often (overlapping animals merge into one blob, as in real videos);
+  processes) in a circular arena; animals cross and touch often (in about a third of the
+  frames of 8 animals two of them touch; overlapping animals merge into one blob, as in
+  real videos), and ``cohesion`` pulls them into a school for harder cases;
 * the light drifts slowly, the background has texture and the camera adds noise.
 
 Ground truth is one row per animal and frame: ``frame, identity, x, y, angle`` where
@@ -123,7 +124,7 @@ def generate(
     pattern_contrast: float = 0.3,
     noise: float = 2.5,
     mean_speed: float = 2.0,
-    cohesion: float = 0.6,
+    cohesion: float = 0.0,
     illumination_drift: float = 0.02,
 ) -> SyntheticVideo:
     """Generate a seeded synthetic recording (same arguments → the same frames, bit for bit).

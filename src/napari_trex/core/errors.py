@@ -19,3 +19,7 @@ class VideoError(NapariTrexError):
 
 class SettingsError(NapariTrexError):
     """A parameter is unknown, has an impossible value, or a settings file cannot be read."""
+
+
+class Cancelled(NapariTrexError):
+    """The user asked to stop. Whatever was saved before is left untouched."""

@@ -113,8 +113,9 @@ class Settings(BaseModel):
     track_intensity_range: tuple[int, int] = _p((-1, -1), "Mean blob intensity allowed (-1, -1 = any)",
                                                 "grey levels", "tracking")
     blob_split_algorithm: Literal["threshold", "fill", "none"] = _p(
-        "threshold", "How merged animals are split: raise the threshold, or watershed from the "
-        "previous positions", "", "tracking")
+        "threshold", "How merged animals are split: raise the threshold (then, where that fails, "
+        "watershed from the predicted positions), only the watershed (fill), or not at all", "",
+        "tracking")
     blob_split_max_shrink: float = _p(0.2, "Smallest size a split part may shrink to, as a share of "
                                       "the blob", "fraction", "tracking", gt=0, le=1)
     blob_split_global_shrink_limit: float = _p(0.2, "Smallest share of a blob that splitting may "

@@ -769,6 +769,38 @@ class TiffStack(Video):
         self._local = threading.local()
 
 
+class ArrayVideo(Video):
+    """Frames already in memory (a numpy or dask array) behind the same interface.
+
+    For data that is not a file: a napari layer, generated sample data, tests.
+    """
+
+    def __init__(self, frames: Any, fps: float = DEFAULT_FPS, name: str = "array") -> None:
+        super().__init__(Path(name), color=getattr(frames, "ndim", 3) == 4, cache_mb=0)
+        if frames.ndim not in (3, 4):
+            raise VideoError(f"{name}: expected frames (T, H, W[, 3]), got shape {frames.shape}")
+        self.array = frames
+        self.n_frames = int(frames.shape[0])
+        self.fps = float(fps)
+        self.frame_shape = tuple(int(s) for s in frames.shape[1:])
+        self.dtype = np.dtype(frames.dtype)
+
+    def _read_uncached(self, index: int) -> np.ndarray:
+        return np.asarray(self.array[index])
+
+    def _iter_range(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        for i in range(start, stop):
+            yield i, np.asarray(self.array[i])
+
+    @property
+    def info(self) -> VideoInfo:
+        return VideoInfo(
+            path=str(self.path), kind="array", n_frames=len(self), fps=self.fps, fps_assumed=False,
+            width=self.width, height=self.height, channels=3 if self.color else 1,
+            dtype=str(self.dtype), codec="none", duration=len(self) / self.fps,
+        )
+
+
 # =============================================================================================
 # Opening and writing
 # =============================================================================================

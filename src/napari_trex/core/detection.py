@@ -1,0 +1,501 @@
+"""Detection: which pixels belong to animals, grouped into blobs with position, size, angle.
+
+Per frame: difference to the background, threshold, optional closing/dilation, connected
+components (``scipy.ndimage.label``, 8-connected), region properties from image moments
+(vectorised over all blobs with ``np.bincount``: no Python loop over blobs), size filter in
+cm² (``blob_size_ranges`` via ``cm_per_pixel``). Blobs larger than one animal keep their
+difference pixels, so the tracker can split them later when several animals are expected
+inside (TRex splits at tracking time, where the predictions say how many animals merged).
+
+Detection is embarrassingly parallel: :func:`detect_video` hands chunks of frames, aligned to
+keyframes, to dask (threads, processes or a dask.distributed cluster); each task decodes its
+chunk sequentially and returns a small columnar table. Memory is bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import Cancelled, NapariTrexError
+from .settings import Settings
+from .video import Video
+
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+COLUMNS = ("frame", "x", "y", "area", "angle", "major", "minor", "intensity", "y0", "x0", "y1", "x1",
+           "blob_id", "split")
+_DTYPES = {"frame": np.int32, "area": np.int32, "y0": np.int32, "x0": np.int32, "y1": np.int32,
+           "x1": np.int32, "blob_id": np.int64, "split": bool}
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    """Detection settings resolved for one video (pixels, not cm)."""
+
+    threshold: int
+    absolute: bool = True
+    use_difference: bool = True
+    size_ranges_px: tuple[tuple[float, float], ...] = ((0.0, np.inf),)
+    prefilter_px: tuple[float, float] = (3.0, np.inf)
+    closing_size: int = 0
+    dilation_size: int = 0
+    crop: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 kept
+    include: tuple[np.ndarray, ...] = ()
+    ignore: tuple[np.ndarray, ...] = ()
+    intensity_range: tuple[int, int] | None = None
+    keep_pixels_above_px: float = np.inf  # blobs this large keep their pixels for splitting
+
+    @property
+    def min_area_px(self) -> float:
+        return min(lo for lo, _ in self.size_ranges_px)
+
+    @property
+    def max_area_px(self) -> float:
+        return max(hi for _, hi in self.size_ranges_px)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, frame_shape: tuple[int, ...]) -> DetectionParams:
+        height, width = frame_shape[:2]
+        px_area = settings.pixel_size_cm(width) ** 2  # cm² per pixel
+        ranges = tuple((lo / px_area, hi / px_area) for lo, hi in settings.blob_size_ranges)
+        lo_pre, hi_pre = settings.blob_size_range
+        left, top, right, bottom = settings.crop_offsets
+        crop = None
+        if any(settings.crop_offsets):
+            crop = (int(left * width), int(top * height), int(round((1 - right) * width)),
+                    int(round((1 - bottom) * height)))
+        smallest = min(lo for lo, _ in ranges)
+        largest = max(hi for _, hi in ranges)
+        return cls(
+            threshold=max(settings.threshold, settings.track_threshold),
+            absolute=settings.enable_absolute_difference,
+            use_difference=settings.enable_difference,
+            size_ranges_px=ranges,
+            prefilter_px=(max(1.0, lo_pre / px_area, 0.5 * smallest), hi_pre / px_area),
+            closing_size=settings.closing_size if settings.use_closing else 0,
+            dilation_size=settings.dilation_size,
+            crop=crop,
+            include=tuple(np.asarray(p, float) for p in settings.track_include),
+            ignore=tuple(np.asarray(p, float) for p in settings.track_ignore),
+            intensity_range=None if settings.track_intensity_range == (-1, -1)
+            else tuple(settings.track_intensity_range),
+            keep_pixels_above_px=min(largest, 1.25 * (smallest + largest) / 2
+                                     if np.isfinite(largest) else np.inf),
+        )
+
+
+@dataclass
+class Detections:
+    """All blobs of a video, one row each, plus ``offsets``: rows of frame f are
+    ``offsets[f]:offsets[f+1]``. ``pixels`` maps a row to ``(y0, x0, difference crop)`` for
+    blobs big enough to hold several animals (masked: 0 outside the blob)."""
+
+    columns: dict[str, np.ndarray]
+    offsets: np.ndarray
+    pixels: dict[int, tuple[int, int, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.offsets) - 1
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def rows(self, frame: int) -> slice:
+        return slice(int(self.offsets[frame]), int(self.offsets[frame + 1]))
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @classmethod
+    def empty(cls, n_frames: int = 0) -> Detections:
+        return cls({c: np.empty(0, _DTYPES.get(c, np.float32)) for c in COLUMNS},
+                   np.zeros(n_frames + 1, np.int64))
+
+    @classmethod
+    def from_frames(cls, per_frame: list[dict[str, np.ndarray]],
+                    pixels: list[dict[int, tuple[int, int, np.ndarray]]] | None = None) -> Detections:
+        """Stack per-frame tables (frame numbers inside) in frame order."""
+        counts = np.array([len(t["x"]) for t in per_frame], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        columns = {c: np.concatenate([t[c] for t in per_frame]).astype(_DTYPES.get(c, np.float32))
+                   if per_frame else np.empty(0, _DTYPES.get(c, np.float32)) for c in COLUMNS}
+        merged: dict[int, tuple[int, int, np.ndarray]] = {}
+        for k, frame_pixels in enumerate(pixels or []):
+            merged.update({int(offsets[k]) + row: crop for row, crop in frame_pixels.items()})
+        return cls(columns, offsets, merged)
+
+    @classmethod
+    def concatenate(cls, parts: list[Detections]) -> Detections:
+        """Join consecutive chunks (each covering its own frames, in order)."""
+        if not parts:
+            return cls.empty()
+        columns = {c: np.concatenate([p.columns[c] for p in parts]) for c in COLUMNS}
+        offsets = [np.zeros(1, np.int64)]
+        pixels: dict[int, tuple[int, int, np.ndarray]] = {}
+        base = 0
+        for p in parts:
+            offsets.append(p.offsets[1:] + base)
+            pixels.update({row + base: crop for row, crop in p.pixels.items()})
+            base += len(p)
+        return cls(columns, np.concatenate(offsets), pixels)
+
+    def save(self, path: Any) -> None:
+        from .io import atomic_path
+
+        with atomic_path(path) as tmp:
+            rows = np.array(sorted(self.pixels), dtype=np.int64)
+            crops = [self.pixels[r] for r in rows]
+            np.savez_compressed(
+                tmp, offsets=self.offsets, pixel_rows=rows,
+                pixel_origin=np.array([(y, x) for y, x, _ in crops], np.int64).reshape(-1, 2),
+                pixel_shape=np.array([c.shape for _, _, c in crops], np.int64).reshape(-1, 2),
+                pixel_data=np.concatenate([c.ravel() for _, _, c in crops]) if crops
+                else np.empty(0, np.uint8),
+                **{f"col_{c}": v for c, v in self.columns.items()})
+
+    @classmethod
+    def load(cls, path: Any) -> Detections:
+        with np.load(path) as data:
+            columns = {c: data[f"col_{c}"] for c in COLUMNS}
+            pixels = {}
+            flat = data["pixel_data"]
+            start = 0
+            for row, (y, x), (h, w) in zip(data["pixel_rows"], data["pixel_origin"], data["pixel_shape"]):
+                pixels[int(row)] = (int(y), int(x), flat[start: start + h * w].reshape(h, w))
+                start += h * w
+            return cls(columns, data["offsets"], pixels)
+
+
+def difference_image(frame: np.ndarray, background: np.ndarray, params: DetectionParams) -> np.ndarray:
+    """How different each pixel is from the background (uint8), as TRex thresholds it."""
+    if frame.ndim == 3:
+        frame = (frame[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+    if not params.use_difference:
+        return frame
+    if params.absolute:
+        return np.maximum(frame, background) - np.minimum(frame, background)
+    return np.where(background > frame, background - frame, 0).astype(np.uint8)
+
+
+def blob_ids(ys: np.ndarray, xs: np.ndarray, labels: np.ndarray, run_start: np.ndarray,
+             run_end: np.ndarray, n: int) -> np.ndarray:
+    """TRex's deterministic blob id: (mid-x of the first line) << 20 | (its y & 0xFFF) << 8 |
+    (number of horizontal lines & 0xFF), from pixels given in raster order."""
+    first = np.zeros(n + 1, np.int64)
+    _, idx = np.unique(labels, return_index=True)
+    first[labels[idx]] = idx
+    end_idx = np.flatnonzero(run_end)
+    _, first_end = np.unique(labels[end_idx], return_index=True)
+    ends = np.zeros(n + 1, np.int64)
+    ends[labels[end_idx[first_end]]] = end_idx[first_end]
+    line_count = np.bincount(labels[run_start], minlength=n + 1)
+    mid_x = (xs[first] + xs[ends]) // 2
+    return (mid_x.astype(np.int64) << 20) | ((ys[first].astype(np.int64) & 0xFFF) << 8) | (line_count & 0xFF)
+
+
+def region_properties(labels: np.ndarray, n: int, diff: np.ndarray, y_offset: int = 0,
+                      x_offset: int = 0) -> dict[str, np.ndarray]:
+    """Area, centroid, orientation, axes, mean difference, bounding box and TRex blob id of
+    labels ``1..n`` (index k-1 for label k), vectorised over all blobs with ``np.bincount``."""
+    width = labels.shape[1]
+    flat = np.flatnonzero(labels)
+    ys, xs = np.divmod(flat, width)
+    lab = labels.ravel()[flat]
+    area = np.bincount(lab, minlength=n + 1).astype(np.float64)
+    safe = np.maximum(area, 1)
+    xf, yf = xs.astype(np.float64), ys.astype(np.float64)  # float64: squares of 1920 px add up
+    cx = np.bincount(lab, xf, n + 1) / safe
+    cy = np.bincount(lab, yf, n + 1) / safe
+    mu20 = np.bincount(lab, xf * xf, n + 1) / safe - cx ** 2
+    mu02 = np.bincount(lab, yf * yf, n + 1) / safe - cy ** 2
+    mu11 = np.bincount(lab, xf * yf, n + 1) / safe - cx * cy
+    angle = 0.5 * np.arctan2(2 * mu11, mu20 - mu02)  # major axis vs x axis (y down), (-pi/2, pi/2]
+    common = np.sqrt(np.maximum(((mu20 - mu02) / 2) ** 2 + mu11 ** 2, 0))
+    major = 4 * np.sqrt(np.maximum((mu20 + mu02) / 2 + common, 0))
+    minor = 4 * np.sqrt(np.maximum((mu20 + mu02) / 2 - common, 0))
+    intensity = np.bincount(lab, diff.ravel()[flat].astype(np.float64), n + 1) / safe
+    # bounding boxes: group pixels by label (stable sort keeps raster order inside a label)
+    order = np.argsort(lab, kind="stable")
+    counts = area[1:].astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
+    y0 = np.zeros(n + 1, np.int64)
+    y1 = np.zeros(n + 1, np.int64)
+    x0 = np.zeros(n + 1, np.int64)
+    x1 = np.zeros(n + 1, np.int64)
+    present = counts > 0
+    if present.any():
+        s = starts[present]
+        idx = np.flatnonzero(present) + 1
+        ys_o, xs_o = ys[order], xs[order]
+        y0[idx] = np.minimum.reduceat(ys_o, s)
+        y1[idx] = np.maximum.reduceat(ys_o, s) + 1
+        x0[idx] = np.minimum.reduceat(xs_o, s)
+        x1[idx] = np.maximum.reduceat(xs_o, s) + 1
+    # horizontal lines (runs) for TRex's blob ids
+    run_start = np.ones_like(flat, dtype=bool)
+    run_start[1:] = flat[1:] != flat[:-1] + 1
+    run_start |= xs == 0
+    run_end = np.ones_like(flat, dtype=bool)
+    run_end[:-1] = flat[:-1] + 1 != flat[1:]
+    ids = blob_ids(ys + y_offset, xs + x_offset, lab, run_start, run_end, n)
+    return {"x": cx[1:] + x_offset, "y": cy[1:] + y_offset, "area": area[1:], "angle": angle[1:],
+            "major": major[1:], "minor": minor[1:], "intensity": intensity[1:],
+            "y0": y0[1:] + y_offset, "x0": x0[1:] + x_offset, "y1": y1[1:] + y_offset,
+            "x1": x1[1:] + x_offset, "blob_id": ids[1:]}
+
+
+def detect_frame(frame: np.ndarray, background: np.ndarray, params: DetectionParams,
+                 frame_index: int = 0) -> tuple[dict[str, np.ndarray], dict[int, tuple[int, int, np.ndarray]]]:
+    """Blobs of one frame as columns, and the pixels of blobs that may be several animals."""
+    diff = difference_image(frame, background, params)
+    mask = diff >= params.threshold
+    if params.closing_size > 1:
+        mask = ndimage.binary_closing(mask, structure=np.ones((params.closing_size,) * 2, bool))
+    if params.dilation_size > 0:
+        mask = ndimage.binary_dilation(mask, iterations=params.dilation_size)
+    if params.crop is not None:
+        x0, y0, x1, y1 = params.crop
+        cropped = np.zeros_like(mask)
+        cropped[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
+        mask = cropped
+    labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    if n == 0:
+        return _empty_frame(frame_index), {}
+    props = region_properties(labels, n, diff)
+    area = props["area"]
+    keep = (area >= params.prefilter_px[0]) & (area <= params.prefilter_px[1])
+    if params.intensity_range is not None:
+        lo, hi = params.intensity_range
+        keep &= (props["intensity"] >= lo) & (props["intensity"] <= hi)
+    if params.include or params.ignore:
+        keep &= _inside_polygons(props["x"], props["y"], params.include, params.ignore)
+    rows = np.flatnonzero(keep)
+    table = {name: values[rows] for name, values in props.items()}
+    table["frame"] = np.full(len(rows), frame_index, np.int32)
+    table["split"] = np.zeros(len(rows), bool)
+    pixels: dict[int, tuple[int, int, np.ndarray]] = {}
+    for k in np.flatnonzero(area[rows] > params.keep_pixels_above_px):
+        label_id = rows[k] + 1
+        top, left = int(table["y0"][k]), int(table["x0"][k])
+        sl = (slice(top, int(table["y1"][k])), slice(left, int(table["x1"][k])))
+        crop = np.where(labels[sl] == label_id, diff[sl], 0).astype(np.uint8)
+        pixels[int(k)] = (top, left, crop)
+    return table, pixels
+
+
+def split_blob(crop: np.ndarray, top: int, left: int, k: int, threshold: int,
+               global_shrink_limit: float = 0.2, min_ratio: float = 0.3) -> dict[str, np.ndarray] | None:
+    """Split a blob into ``k`` animals by raising the threshold (TRex's ``threshold`` algorithm).
+
+    Raise the threshold on the blob's difference pixels by 1 until at least ``k`` cores
+    appear whose smallest/largest size ratio is >= ``min_ratio``; give up when less than
+    ``global_shrink_limit`` of the blob is left. The ``k`` largest cores then grow back over
+    the whole blob (watershed), so each part is a whole animal, not just its darkest pixels.
+    """
+    from skimage.segmentation import watershed
+
+    blob = crop > 0
+    total = int(blob.sum())
+    if total == 0 or k < 2:
+        return None
+    for level in range(max(1, threshold + 1), 256):
+        mask = crop >= level
+        if mask.sum() < global_shrink_limit * total:
+            return None
+        labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
+        if n < k:
+            continue
+        areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        order = np.argsort(areas)[::-1][:k]
+        if areas[order[-1]] / areas[order[0]] < min_ratio:
+            continue
+        cores = np.zeros_like(labels)
+        for new_label, old in enumerate(order, start=1):
+            cores[labels == old + 1] = new_label
+        grown = watershed(-crop.astype(np.float32), cores, mask=blob)
+        parts = region_properties(grown, k, crop, top, left)
+        parts["split"] = np.ones(k, bool)
+        return parts
+    return None
+
+
+def split_blob_fill(crop: np.ndarray, top: int, left: int, seeds: np.ndarray
+                    ) -> dict[str, np.ndarray] | None:
+    """Split a blob into one part per seed (x, y in frame coordinates) by a watershed on the
+    distance to the blob's edge, seeded at the predicted positions (TRex's ``fill``)."""
+    from skimage.segmentation import watershed
+
+    mask = crop > 0
+    if not mask.any() or len(seeds) < 2:
+        return None
+    markers = np.zeros(crop.shape, np.int32)
+    inside = np.argwhere(mask)
+    for k, (x, y) in enumerate(seeds, start=1):
+        yy, xx = int(round(y)) - top, int(round(x)) - left
+        if not (0 <= yy < crop.shape[0] and 0 <= xx < crop.shape[1] and mask[yy, xx]):
+            nearest = inside[np.argmin(((inside - [yy, xx]) ** 2).sum(axis=1))]
+            yy, xx = int(nearest[0]), int(nearest[1])
+        if markers[yy, xx]:  # two predictions on one pixel: cannot tell them apart
+            return None
+        markers[yy, xx] = k
+    distance = ndimage.distance_transform_edt(mask)
+    labels = watershed(-distance, markers, mask=mask)
+    props = region_properties(labels, len(seeds), crop, top, left)
+    if (props["area"] < 1).any():
+        return None
+    props["split"] = np.ones(len(seeds), bool)
+    return props
+
+
+def _inside_polygons(x: np.ndarray, y: np.ndarray, include: tuple[np.ndarray, ...],
+                     ignore: tuple[np.ndarray, ...]) -> np.ndarray:
+    from skimage.measure import points_in_poly
+
+    points = np.column_stack([x, y])
+    keep = np.ones(len(points), bool)
+    if include:
+        keep &= np.any([points_in_poly(points, p) for p in include], axis=0)
+    for polygon in ignore:
+        keep &= ~points_in_poly(points, polygon)
+    return keep
+
+
+def _empty_frame(frame_index: int) -> dict[str, np.ndarray]:
+    return {c: np.empty(0, _DTYPES.get(c, np.float32)) for c in COLUMNS}
+
+
+def detect_range(video: Video, background: np.ndarray, params: DetectionParams, start: int, stop: int,
+                 on_frame: Callable[[], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> Detections:
+    """Detect in frames ``start .. stop-1`` (decoded sequentially): one dask task."""
+    bg = np.clip(np.rint(background), 0, 255).astype(np.uint8)
+    tables, pixels = [], []
+    for index, frame in video.frames(start, stop):
+        if should_stop is not None and should_stop():
+            raise Cancelled("detection cancelled")
+        table, frame_pixels = detect_frame(frame, bg, params, index)
+        tables.append(table)
+        pixels.append(frame_pixels)
+        if on_frame is not None:
+            on_frame()
+    if len(tables) != stop - start:
+        raise NapariTrexError(f"{video.path.name}: frames {start}..{stop - 1} could not all be decoded")
+    return Detections.from_frames(tables, pixels)
+
+
+def chunk_ranges(video: Video, chunk_frames: int) -> list[tuple[int, int]]:
+    """Ranges of about ``chunk_frames`` frames that start on keyframes where the index is known
+    (each chunk then decodes nothing twice)."""
+    n = len(video)
+    keyframes: list[int] = []
+    if hasattr(video, "frame_index") and getattr(video, "_index", None) is not None:
+        keyframes = list(video.frame_index().keyframes)
+    bounds = [0]
+    while bounds[-1] < n:
+        target = bounds[-1] + chunk_frames
+        if target >= n:
+            bounds.append(n)
+            break
+        if keyframes:
+            k = int(np.searchsorted(keyframes, target))
+            candidates = [kf for kf in keyframes[max(0, k - 1): k + 1] if bounds[-1] < kf < n]
+            if candidates:
+                target = min(candidates, key=lambda kf: abs(kf - target))
+        bounds.append(target)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def detect_video(
+    video: Video,
+    background: np.ndarray,
+    params: DetectionParams,
+    chunk_frames: int = 250,
+    scheduler: str | None = "threads",
+    num_workers: int | None = None,
+    progress: Callable[..., None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Detections:
+    """Detect in every frame, in parallel over chunks of frames with dask.
+
+    ``scheduler``: ``"threads"`` (default), ``"processes"``, ``"synchronous"``, or the address
+    of a dask.distributed scheduler (``"tcp://host:8786"``) to spread the chunks over a cluster.
+    """
+    import dask
+
+    ranges = chunk_ranges(video, max(1, chunk_frames))
+    total = len(video)
+    done = [0]
+    lock = threading.Lock()
+
+    def on_frame() -> None:
+        with lock:
+            done[0] += 1
+            count = done[0]
+        if progress is not None and (count % 25 == 0 or count == total):
+            progress(count, total, "detecting animals")
+
+    if scheduler in (None, "threads", "synchronous"):
+        tasks = [dask.delayed(detect_range)(video, background, params, a, b, on_frame, should_stop)
+                 for a, b in ranges]
+        parts = dask.compute(*tasks, scheduler=scheduler or "threads", num_workers=num_workers)
+    else:
+        tasks = [dask.delayed(detect_range)(video, background, params, a, b) for a, b in ranges]
+        parts = _compute_with_progress(tasks, ranges, scheduler, num_workers, progress, should_stop,
+                                       total)
+    return Detections.concatenate(list(parts))
+
+
+def _compute_with_progress(tasks: list[Any], ranges: list[tuple[int, int]], scheduler: str,
+                           num_workers: int | None, progress: Callable[..., None] | None,
+                           should_stop: Callable[[], bool] | None, total: int) -> list[Detections]:
+    """Processes or a distributed cluster: progress and cancelling per finished chunk."""
+    import dask
+    from dask.callbacks import Callback
+
+    if scheduler == "processes":
+        finished = [0]
+
+        class _Progress(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):  # noqa: ANN001
+                if isinstance(result, Detections):
+                    finished[0] += result.n_frames
+                    if progress is not None:
+                        progress(finished[0], total, "detecting animals")
+                if should_stop is not None and should_stop():
+                    raise Cancelled("detection cancelled")
+
+        with _Progress():
+            return list(dask.compute(*tasks, scheduler="processes", num_workers=num_workers))
+    try:
+        from distributed import Client, as_completed
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise NapariTrexError("a scheduler address needs dask.distributed: pip install "
+                              "'dask[distributed]'") from None
+    try:
+        client = Client(scheduler, timeout="10s")
+    except OSError as exc:
+        raise NapariTrexError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
+    with client:
+        futures = client.compute(tasks)
+        index = {f.key: k for k, f in enumerate(futures)}
+        results: list[Detections | None] = [None] * len(futures)
+        finished = 0
+        for future in as_completed(futures):
+            if should_stop is not None and should_stop():
+                client.cancel(futures)
+                raise Cancelled("detection cancelled")
+            results[index[future.key]] = future.result()
+            finished += ranges[index[future.key]][1] - ranges[index[future.key]][0]
+            if progress is not None:
+                progress(finished, total, "detecting animals")
+        return [r for r in results if r is not None]
