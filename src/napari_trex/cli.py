@@ -51,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
                         help="skip names in a TRex .settings file that napari-trex does not use")
     params.add_argument("--save", metavar="FILE.toml", help="write the resulting settings as TOML")
 
+    track = commands.add_parser(
+        "track", help="detect and track the animals of a video into tracklets (writes CSV files)")
+    track.add_argument("video", help="video file, folder of numbered images, or multi-page TIFF")
+    track.add_argument("--output", "-o", required=True, metavar="DIR",
+                       help="folder for the results (a previous run there is replaced)")
+    track.add_argument("--settings", help="a .toml file or a TRex .settings file")
+    track.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
+                       help="change one parameter (repeatable), e.g. --set track_max_individuals=8")
+    track.add_argument("--ignore-unknown", action="store_true",
+                       help="skip names in a TRex .settings file that napari-trex does not use")
+    track.add_argument("--scheduler", default="threads",
+                       help="dask scheduler for detection: threads (default), processes, "
+                            "synchronous, or a dask.distributed address tcp://host:8786")
+    track.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
     view = commands.add_parser("view", help="open napari with a video (or the sample) loaded")
     view.add_argument("video", nargs="?", help="video to open; without it, the synthetic sample")
     view.add_argument("--color", action="store_true", help="open in colour instead of greyscale")
@@ -66,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return {
-            "info": _info, "sample": _sample, "params": _params, "view": _view,
+            "info": _info, "sample": _sample, "params": _params, "view": _view, "track": _track,
         }[args.command](args)
     except NapariTrexError as exc:
         print(f"napari-trex: error: {exc}", file=sys.stderr)
@@ -110,6 +125,96 @@ def _sample(args: argparse.Namespace) -> int:
                          seed=args.seed, polarity=args.polarity)
     video, truth = synthetic.write(out)
     print(f"wrote {video} ({args.frames} frames, {args.individuals} animals) and {truth}")
+    return 0
+
+
+def _load_settings(args: argparse.Namespace):
+    """Settings from --settings and --set (validated before anything runs)."""
+    from .core.settings import Settings, import_trex_settings, parse_assignments
+
+    settings = Settings()
+    if args.settings:
+        path = Path(args.settings)
+        if path.suffix.lower() == ".toml":
+            settings = Settings.load(path)
+        else:
+            settings, skipped = import_trex_settings(path, strict=not args.ignore_unknown)
+            if skipped:
+                print(f"skipped {len(skipped)} unknown name(s): {', '.join(skipped)}", file=sys.stderr)
+    if args.assignments:
+        settings = Settings.from_mapping(parse_assignments(args.assignments), base=settings)
+    return settings
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr (a line per 10 % when stderr is not a terminal)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.stage = None
+        self.started = 0.0
+        self.last_decile = -1
+
+    def __call__(self, done: int, total: int, message: str = "", **_: object) -> None:
+        import time
+
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        if message != self.stage:
+            if self.stage is not None and self.tty:
+                sys.stderr.write("\n")
+            self.stage, self.started, self.last_decile = message, now, -1
+        fraction = done / max(total, 1)
+        elapsed = now - self.started
+        rate = f" ({done / elapsed:.0f}/s)" if elapsed > 0.2 else ""
+        width = 30
+        bar = "#" * int(fraction * width) + "-" * (width - int(fraction * width))
+        line = f"{message:<22} [{bar}] {done}/{total}{rate}"
+        if self.tty:
+            sys.stderr.write("\r" + line)
+            if done >= total:
+                sys.stderr.write("\n")
+                self.stage = None
+        elif int(fraction * 10) > self.last_decile:
+            self.last_decile = int(fraction * 10)
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _track(args: argparse.Namespace) -> int:
+    import time
+
+    from .core.pipeline import track
+    from .core.tracklets import reason_names
+    from .core.video import open_video
+
+    settings = _load_settings(args)  # bad parameters fail here, before anything is read or written
+    video = open_video(args.video)
+    started = time.perf_counter()
+    run = track(video, args.output, settings, progress=TerminalProgress(args.quiet),
+                scheduler=args.scheduler)
+    for line in run.auto.describe():
+        print(line)
+    t = run.result.tracklets
+    import numpy as np
+
+    covered = (run.result.assignment >= 0).all(axis=1).mean()
+    lengths = np.sort(t.length)[::-1]
+    n50 = int(lengths[np.searchsorted(np.cumsum(lengths), lengths.sum() / 2)]) if len(lengths) else 0
+    print(f"{run.n_individuals} animals, {len(t)} tracklets (half of the tracked frames lie in "
+          f"tracklets of {n50}+ frames), all animals tracked in {covered:.0%} of frames")
+    best = run.segments.best()
+    if best is not None:
+        print(f"{len(run.segments)} global segments; best quality: frames {best[0]}-{best[1]}")
+    else:
+        print("no global segment (all animals in tracklets at once): identification cannot start; "
+              "check track_max_individuals, blob_size_ranges and track_max_speed")
+    reasons = np.bincount(t.end_reason, minlength=512)
+    common = sorted(((int(c), code) for code, c in enumerate(reasons) if c), reverse=True)[:3]
+    print("most frequent tracklet ends: " + ", ".join(f"{reason_names(code)} ({c})" for c, code in common))
+    print(f"wrote {args.output} in {time.perf_counter() - started:.1f} s")
     return 0
 
 

@@ -60,6 +60,32 @@ def _mode(frames: np.ndarray, rows_per_block: int = 64) -> np.ndarray:
     return out
 
 
+def sample_frames(video: Video, n_samples: int, progress: ProgressCallback | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, frames)``: about ``n_samples`` greyscale frames spread evenly over the video.
+
+    Where the video has at least that many keyframes (long recordings), the samples are the
+    keyframes nearest to the even positions: each then costs one decoded frame instead of a
+    run from the previous keyframe. Frames are read in increasing order either way.
+    """
+    indices = sample_indices(len(video), n_samples)
+    index = getattr(video, "frame_index", None)
+    if index is not None and len(video) > 4 * n_samples:
+        keyframes = np.asarray(index().keyframes)
+        if len(keyframes) >= len(indices):
+            nearest = np.clip(np.searchsorted(keyframes, indices), 0, len(keyframes) - 1)
+            indices = np.unique(keyframes[nearest])
+    stack = np.empty((len(indices), *video.frame_shape[:2]), dtype=np.uint8)
+    for k, i in enumerate(indices):
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled while sampling frames")
+        frame = video.read(int(i))
+        stack[k] = frame if frame.ndim == 2 else frame.mean(axis=2)
+        if progress is not None:
+            progress(k + 1, len(indices), "sampling frames")
+    return indices, stack
+
+
 def estimate_background(
     video: Video,
     average_samples: int = 100,
@@ -67,20 +93,8 @@ def estimate_background(
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
-    """The background image (float32, H×W) from frames sampled evenly over ``video``.
-
-    Frames are read in increasing order, so with sparse keyframes the reader decodes
-    forward instead of seeking back for every sample.
-    """
-    indices = sample_indices(len(video), average_samples)
-    stack = np.empty((len(indices), *video.frame_shape[:2]), dtype=np.uint8)
-    for k, index in enumerate(indices):
-        if should_stop is not None and should_stop():
-            raise Cancelled("cancelled while estimating the background")
-        frame = video.read(int(index))
-        stack[k] = frame if frame.ndim == 2 else frame.mean(axis=2)
-        if progress is not None:
-            progress(k + 1, len(indices), "estimating background")
+    """The background image (float32, H×W) from frames sampled evenly over ``video``."""
+    _, stack = sample_frames(video, average_samples, progress, should_stop)
     return combine(stack, averaging_method)
 
 

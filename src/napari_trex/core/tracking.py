@@ -75,6 +75,7 @@ class TrackingParams:
     reference_area: float = 0.0  # typical area of one animal (px); 0 = unknown
     ambiguity_ratio: float = 0.5  # end a tracklet if a rival edge has >= this share of its P
     merge_area_factor: float = 1.2  # a blob this much larger than the animal was is a merge
+    unknown_merge_factor: float = 1.5  # ... for slots with no size history: vs. reference_area
     manual_matches: dict[int, dict[int, int]] = field(default_factory=dict)
 
     @classmethod
@@ -219,6 +220,15 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
     n_extra = 0
     base = len(detections)
 
+    single_max = params.unknown_merge_factor * params.reference_area if params.reference_area > 0 \
+        else np.inf
+
+    def expected_area(slot: int) -> float:
+        """Largest area this slot's animal may plausibly have before it counts as a merge."""
+        if np.isfinite(area_hist[slot]).any():
+            return params.merge_area_factor * float(np.nanmedian(area_hist[slot]))
+        return single_max
+
     def close(slot: int, end: int, reason: int) -> None:
         tracklet_rows[current[slot]][3] = end
         tracklet_rows[current[slot]][4] = reason
@@ -281,8 +291,8 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
                 claimants = slots[best == b]
                 oversized = blobs.area[b] > max_area
                 grown = False
-                if len(claimants) == 1 and np.isfinite(area_hist[claimants[0]]).any():
-                    grown = blobs.area[b] > params.merge_area_factor * np.nanmedian(area_hist[claimants[0]])
+                if len(claimants) == 1:
+                    grown = blobs.area[b] > expected_area(claimants[0])
                 if len(claimants) < 2 and not (oversized or grown):
                     continue
                 if len(claimants) >= 2:
@@ -331,11 +341,10 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
                 taken_slots[slot], taken_blobs[j] = True, True
         # a slot whose blob suddenly grew has an animal merged into it: nobody gets that blob
         for slot in np.flatnonzero(chosen >= 0):
-            if slot in forced or not np.isfinite(area_hist[slot]).any():
+            if slot in forced:
                 continue
-            expected = np.nanmedian(area_hist[slot])
             col = chosen[slot]
-            if blobs.area[col] > params.merge_area_factor * expected:
+            if blobs.row[col] < base and blobs.area[col] > expected_area(slot):
                 blobs.alive[col] = False
                 taken_blobs[col] = True  # not free for re-attachment either
                 chosen[slot], chosen_p[slot] = -1, np.nan
@@ -358,8 +367,10 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
                 if max(blob_rival, slot_rival) >= max(limit, params.matching_threshold):
                     ambiguous[slot] = True
         # -- re-attach slots lost long enough (or never seen) to leftover blobs ---------------------
-        leftover = np.flatnonzero(blobs.alive & ~taken_blobs & (blobs.area >= min_area)
-                                  & (blobs.area <= max_area))
+        # (never a blob that looks like two animals: a tracklet must not start inside a merge)
+        is_part = blobs.row >= base  # parts of a split blob are one animal each already
+        leftover = np.flatnonzero(blobs.alive & ~taken_blobs & (blobs.area >= min_area) & (
+            is_part | ((blobs.area <= max_area) & (blobs.area <= single_max))))
         if len(leftover):
             never = np.flatnonzero(~seen & ~taken_slots)
             order = leftover[np.lexsort((blobs.pos[leftover, 0], blobs.pos[leftover, 1]))]

@@ -1,0 +1,201 @@
+"""Orchestration: video → background → (automatic parameters) → detection → tracking.
+
+The same functions run behind the command line, the dock widgets and batches on dask. Long
+steps report ``progress(done, total, message)`` and poll ``should_stop()``; a cancelled run
+raises :class:`~napari_trex.core.errors.Cancelled` before anything is written, so the
+previous results in the output folder stay intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .background import combine, load_background, sample_frames
+from .detection import DetectionParams, Detections, detect_frame, detect_video
+from .errors import Cancelled, NapariTrexError
+from .settings import Settings
+from .tracking import TrackingParams, TrackingResult
+from .tracking import track as link_tracklets
+from .tracklets import GlobalSegments, global_segments
+from .video import PyAVVideo, Video, VideoInfo, open_video
+
+Progress = Callable[..., None]
+NOISE_FLOOR_PX = 10.0
+
+
+@dataclass
+class AutoParameters:
+    """What was estimated from the video when the user left it to napari-trex."""
+
+    n_individuals: int | None = None
+    blob_size_ranges: list[tuple[float, float]] | None = None  # cm²
+    reference_area_px: float = 0.0  # median area of one animal
+    sampled_frames: int = 0
+
+    def describe(self) -> list[str]:
+        lines = []
+        if self.n_individuals is not None:
+            lines.append(f"estimated track_max_individuals = {self.n_individuals} "
+                         f"(95th percentile of blob counts in {self.sampled_frames} frames)")
+        if self.blob_size_ranges is not None:
+            lo, hi = self.blob_size_ranges[0]
+            lines.append(f"estimated blob_size_ranges = [[{lo:.4g}, {hi:.4g}]] cm²")
+        return lines
+
+
+@dataclass
+class TrackingRun:
+    """Everything a tracking run produced; saved by :mod:`napari_trex.core.results`."""
+
+    video_info: VideoInfo
+    settings: Settings  # as used: automatic values filled in
+    fps: float
+    times: np.ndarray
+    background: np.ndarray
+    detections: Detections
+    result: TrackingResult
+    segments: GlobalSegments
+    auto: AutoParameters = field(default_factory=AutoParameters)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_individuals(self) -> int:
+        return self.result.assignment.shape[1]
+
+
+def _stage(progress: Progress | None, message: str) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda done, total, *_: progress(done, total, message)
+
+
+def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: Settings,
+                        ) -> tuple[Settings, AutoParameters]:
+    """Fill in ``track_max_individuals`` = 0 and automatic sizes (TRex's auto_number_individuals
+    and auto_minmax_size) by counting and measuring the blobs of sampled frames.
+
+    TRex samples ~500 frames for this; napari-trex reuses the ``average_samples`` frames
+    already read for the background, which saves a pass over the video.
+    """
+    width = samples.shape[2]
+    px_area = settings.pixel_size_cm(width) ** 2
+    auto_n = settings.track_max_individuals == 0
+    auto_size = settings.auto_minmax_size or (
+        auto_n and settings.blob_size_ranges == Settings().blob_size_ranges)
+    probe = DetectionParams.from_settings(settings, samples.shape[1:])
+    if auto_size:
+        probe = dataclasses.replace(probe, size_ranges_px=((NOISE_FLOOR_PX, np.inf),),
+                                    prefilter_px=(NOISE_FLOOR_PX, np.inf), keep_pixels_above_px=np.inf)
+    else:
+        probe = dataclasses.replace(probe, keep_pixels_above_px=np.inf)
+    bg = np.clip(np.rint(background), 0, 255).astype(np.uint8)
+    areas_per_frame = [detect_frame(frame, bg, probe)[0]["area"] for frame in samples]
+    pooled = np.concatenate(areas_per_frame) if areas_per_frame else np.empty(0)
+    auto = AutoParameters(sampled_frames=len(samples))
+    if auto_size:
+        if len(pooled) == 0:
+            raise NapariTrexError("no animals found in the sampled frames: lower `threshold`, or "
+                                  "check that the animals differ from the background")
+        p25, p75 = np.percentile(pooled, [25, 75])
+        ranges_px = [(0.25 * p25, 1.75 * p75)]
+        auto.blob_size_ranges = [(lo * px_area, hi * px_area) for lo, hi in ranges_px]
+        settings = settings.updated(blob_size_ranges=auto.blob_size_ranges)
+    ranges_px = [(lo / px_area, hi / px_area) for lo, hi in settings.blob_size_ranges]
+
+    def in_range(a: np.ndarray) -> np.ndarray:
+        return np.any([(a >= lo) & (a <= hi) for lo, hi in ranges_px], axis=0)
+
+    single = pooled[in_range(pooled)] if len(pooled) else pooled
+    auto.reference_area_px = float(np.median(single)) if len(single) else 0.0
+    if auto_n:
+        counts = [int(in_range(a).sum()) if len(a) else 0 for a in areas_per_frame]
+        n = int(round(np.percentile(counts, 95))) if counts else 0
+        if n < 1:
+            raise NapariTrexError("no animals of the expected size found: set `track_max_individuals` "
+                                  "and check `blob_size_ranges` and `threshold`")
+        auto.n_individuals = n
+        settings = settings.updated(track_max_individuals=n)
+    return settings, auto
+
+
+def frame_times(video: Video, settings: Settings) -> tuple[float, np.ndarray]:
+    """Frame rate and the time of every frame (real timestamps for variable frame rates)."""
+    if settings.frame_rate > 0:
+        return settings.frame_rate, np.arange(len(video)) / settings.frame_rate
+    if isinstance(video, PyAVVideo):
+        times = video.frame_times()
+        if len(times) == len(video):
+            return video.fps, times
+    return video.fps, np.arange(len(video)) / video.fps
+
+
+def track_video(
+    video: str | os.PathLike | Video,
+    settings: Settings | None = None,
+    *,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    scheduler: str | None = "threads",
+    chunk_frames: int = 250,
+) -> TrackingRun:
+    """Run background estimation, detection and tracking on one video (nothing is written)."""
+    settings = settings or Settings()
+    if not isinstance(video, Video):
+        video = open_video(video)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _, samples = sample_frames(video, settings.average_samples,
+                               _stage(progress, "sampling frames"), should_stop)
+    if settings.background_image:
+        background = load_background(settings.background_image, video.frame_shape[:2])
+    else:
+        background = combine(samples, settings.averaging_method)
+    timings["background"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    settings, auto = estimate_parameters(samples, background, settings)
+    del samples
+    timings["parameters"] = time.perf_counter() - t0
+    fps, times = frame_times(video, settings)
+    params = DetectionParams.from_settings(settings, video.frame_shape)
+    if auto.reference_area_px > 0:  # keep the pixels of blobs that may hold several animals
+        params = dataclasses.replace(params, keep_pixels_above_px=min(
+            params.keep_pixels_above_px, 1.15 * auto.reference_area_px))
+    t0 = time.perf_counter()
+    detections = detect_video(video, background, params, chunk_frames=chunk_frames,
+                              scheduler=scheduler, progress=_stage(progress, "detecting animals"),
+                              should_stop=should_stop)
+    timings["detection"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tracking_params = TrackingParams.from_settings(
+        settings, fps, video.frame_shape[1], settings.track_max_individuals, params.size_ranges_px,
+        auto.reference_area_px)
+    result = link_tracklets(detections, tracking_params, times, _stage(progress, "tracking"), should_stop)
+    timings["tracking"] = time.perf_counter() - t0
+    det = result.detections
+    segments = global_segments(result.assignment, result.tracklets, det["x"], det["y"], det["split"],
+                               video.frame_shape[:2])
+    return TrackingRun(video.info, settings, fps, times, background, detections, result, segments,
+                       auto, timings)
+
+
+def track(video: str | os.PathLike | Video, output_dir: str | os.PathLike,
+          settings: Settings | None = None, **kwargs: Any) -> TrackingRun:
+    """Track ``video`` and save everything into ``output_dir`` (atomically, replacing a
+    previous run there)."""
+    from .results import save_tracking
+
+    run = track_video(video, settings, **kwargs)
+    save_tracking(run, Path(output_dir))
+    return run
+
+
+__all__ = ["AutoParameters", "TrackingRun", "estimate_parameters", "frame_times", "track",
+           "track_video"]

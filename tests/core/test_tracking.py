@@ -1,0 +1,195 @@
+"""Tracking cuts the video into tracklets that never mix two animals (the base of identification)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_trex.core.datasets import generate
+from napari_trex.core.detection import split_blob, split_blob_fill
+from napari_trex.core.errors import Cancelled, NapariTrexError
+from napari_trex.core.evaluation import score_tracklets
+from napari_trex.core.pipeline import track_video
+from napari_trex.core.settings import Settings
+from napari_trex.core.tracklets import (
+    MERGED, NO_BLOB, LOST_FOR_ONE_FRAME, WEIRD_DISTANCE, reason_names, tracklet_matrix)
+from napari_trex.core.video import ArrayVideo
+
+
+def _run(synthetic, **settings):
+    values = {"track_max_individuals": synthetic.n_individuals, "track_max_speed": 30.0}
+    values.update(settings)
+    return track_video(ArrayVideo(synthetic.frames, synthetic.fps), Settings().updated(**values))
+
+
+def _score(run, synthetic):
+    det = run.result.detections
+    return score_tracklets(run.result.assignment, run.result.tracklet_of, det["x"], det["y"],
+                           det["frame"], synthetic.ground_truth, synthetic.body_length / 2)
+
+
+@pytest.mark.parametrize(("n", "seed"), [(8, 2), (8, 11), (4, 3), (4, 7)])
+def test_no_tracklet_mixes_two_animals_and_nearly_all_are_tracked(n, seed):
+    synthetic = generate(n_individuals=n, n_frames=600, seed=seed)
+    run = _run(synthetic)
+    score = _score(run, synthetic)
+    assert score.mixed == [], f"tracklets {score.mixed} contain two animals"
+    assert score.coverage >= 0.97
+    assert len(run.segments) >= 1
+
+
+def test_global_segments_hold_every_animal_in_one_tracklet_and_are_ranked_by_quality():
+    synthetic = generate(n_individuals=4, n_frames=400, seed=5)
+    run = _run(synthetic)
+    ids = tracklet_matrix(run.result.assignment, run.result.tracklets)
+    seg = run.segments
+    assert len(seg) >= 1
+    for a, b in zip(seg.start, seg.end):
+        block = ids[a: b + 1]
+        assert (block >= 0).all() and (block == block[0]).all()
+        assert (run.result.assignment[a: b + 1] >= 0).all()
+    order = np.argsort(seg.rank)
+    quality = list(zip(seg.min_cells[order], seg.average_samples[order]))
+    assert quality == sorted(quality, reverse=True)
+    best = seg.best()
+    assert best == (int(seg.start[order[0]]), int(seg.end[order[0]]))
+
+
+# -- constructed cases: one or two disks moving on a dark background, px units (cm_per_pixel=1)
+
+
+def _disk_video(paths: list[list[tuple[float, float] | None]], size=128, radius=5, value=200):
+    frames = np.full((len(paths), size, size), 20, np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for t, animals in enumerate(paths):
+        for pos in animals:
+            if pos is not None:
+                frames[t][(xx - pos[0]) ** 2 + (yy - pos[1]) ** 2 <= radius ** 2] = value
+    return ArrayVideo(frames, fps=10)
+
+
+def _constructed_settings(n):
+    return Settings().updated(track_max_individuals=n, cm_per_pixel=1.0, blob_size_ranges=[[40, 120]],
+                              track_max_speed=100.0, average_samples=200, averaging_method="min")
+
+
+def _ends(run, slot):
+    t = run.result.tracklets
+    return [(int(s), int(e), reason_names(int(r))) for s, e, r, i in
+            zip(t.start, t.end, t.end_reason, t.individual) if i == slot]
+
+
+def test_a_jump_above_track_max_speed_ends_the_tracklet():
+    # 9 px per frame at 10 fps = 90 px/s, close to track_max_speed (100 px/s); then one step
+    # of 11 px (110 px/s): still the likely match, but faster than the animal can move
+    xs = [20 + 9 * t for t in range(12)]
+    xs += [xs[-1] + 11] + [xs[-1] + 11 + 9 * t for t in range(1, 8)]
+    run = track_video(_disk_video([[(x, 64.0)] for x in xs], size=256), _constructed_settings(1))
+    # (a fast start has no velocity yet: TRex-like, the first frames may be lost)
+    assert (run.result.assignment[6:, 0] >= 0).all()  # tracked through the jump ...
+    before, after = run.result.tracklet_of[11, 0], run.result.tracklet_of[12, 0]
+    assert before != after  # ... but in a new tracklet from the jump on
+    code = int(run.result.tracklets.end_reason[before])
+    assert code & WEIRD_DISTANCE, reason_names(code)
+
+
+def test_a_lost_animal_ends_the_tracklet_with_no_blob():
+    path = [[(20 + 2 * t, 64.0)] for t in range(15)] + [[None]] * 3 + \
+           [[(56 + 2 * t, 64.0)] for t in range(12)]
+    run = track_video(_disk_video(path), _constructed_settings(1))
+    first = run.result.tracklet_of[14, 0]
+    code = int(run.result.tracklets.end_reason[first])
+    assert code & LOST_FOR_ONE_FRAME and code & NO_BLOB, reason_names(code)
+    assert int(run.result.tracklets.end[first]) == 14
+
+
+def test_a_merge_that_cannot_be_split_ends_both_tracklets():
+    # two disks approach, overlap completely (one blob, nothing to split), then part
+    path = []
+    for t in range(40):
+        offset = abs(20 - t) * 2.0
+        path.append([(64 - offset, 64.0), (64 + offset, 64.0)])
+    run = track_video(_disk_video(path), _constructed_settings(2))
+    merged = [reason_names(int(c)) for c in run.result.tracklets.end_reason if c & MERGED]
+    assert len(merged) >= 2
+    assert (run.result.assignment[20] < 0).all()  # nobody gets the merged blob
+
+
+# -- splitting merged blobs
+
+
+def _two_touching_animals():
+    """Difference image of two ellipses side by side, darkest along their midlines."""
+    yy, xx = np.mgrid[0:40, 0:60].astype(float)
+    crop = np.zeros((40, 60))
+    for cx in (22.0, 38.0):
+        r = np.sqrt(((xx - cx) / 9) ** 2 + ((yy - 20) / 16) ** 2)
+        crop = np.maximum(crop, np.clip(1 - r, 0, 1) * 120)
+    return np.where(crop > 15, crop, 0).astype(np.uint8)
+
+
+def test_merged_blob_splits_into_whole_animals_by_raising_the_threshold():
+    parts = split_blob(_two_touching_animals(), top=100, left=200, k=2, threshold=15)
+    assert parts is not None and parts["split"].all()
+    xs = np.sort(parts["x"])
+    assert np.allclose(xs, [222, 238], atol=1.5) and np.allclose(parts["y"], 120, atol=1.5)
+    assert parts["area"].sum() == (_two_touching_animals() > 0).sum()  # grown back, nothing lost
+
+
+def test_watershed_split_from_predicted_positions():
+    parts = split_blob_fill(_two_touching_animals(), 0, 0, np.array([[21.0, 20.0], [39.0, 21.0]]))
+    assert parts is not None
+    assert parts["x"][0] < 30 < parts["x"][1]
+
+
+# -- polarity, automatic parameters, callbacks
+
+
+@pytest.mark.parametrize("polarity", ["dark_on_light", "light_on_dark"])
+def test_light_and_dark_animals_are_both_tracked(polarity):
+    synthetic = generate(n_individuals=3, n_frames=200, seed=1, polarity=polarity)
+    run = _run(synthetic)
+    score = _score(run, synthetic)
+    assert score.mixed == [] and score.coverage >= 0.95
+
+
+def test_number_of_animals_and_size_range_are_estimated_when_left_at_zero():
+    synthetic = generate(n_individuals=5, n_frames=300, seed=4)
+    run = _run(synthetic, track_max_individuals=0)
+    assert run.auto.n_individuals == 5 and run.n_individuals == 5
+    (lo, hi), = run.auto.blob_size_ranges
+    px = run.settings.pixel_size_cm(512) ** 2
+    single = np.median(run.detections["area"])
+    assert lo / px < single < hi / px
+    assert 0.8 * single < run.auto.reference_area_px < 1.2 * single
+    assert any("track_max_individuals = 5" in line for line in run.auto.describe())
+
+
+def test_progress_is_reported_and_cancel_stops_the_run():
+    synthetic = generate(n_individuals=2, n_frames=120, size=256, seed=1)
+    seen = []
+    _run_with = dict(progress=lambda done, total, message: seen.append((message, done, total)))
+    track_video(ArrayVideo(synthetic.frames, 25), Settings().updated(track_max_individuals=2), **_run_with)
+    stages = [m for m, _, _ in seen]
+    assert "detecting animals" in stages and "tracking" in stages
+    assert seen[-1][1] == seen[-1][2]
+    with pytest.raises(Cancelled):
+        track_video(ArrayVideo(synthetic.frames, 25), Settings().updated(track_max_individuals=2),
+                    should_stop=lambda: True)
+
+
+def test_detection_over_processes_matches_threads():
+    synthetic = generate(n_individuals=3, n_frames=60, size=256, seed=2)
+    video = ArrayVideo(synthetic.frames, 25)
+    settings = Settings().updated(track_max_individuals=3)
+    a = track_video(video, settings, scheduler="threads", chunk_frames=20)
+    b = track_video(video, settings, scheduler="processes", chunk_frames=20)
+    assert np.array_equal(a.detections["x"], b.detections["x"])
+    assert np.array_equal(a.result.assignment, b.result.assignment)
+
+
+def test_unreachable_cluster_is_a_clear_error():
+    synthetic = generate(n_individuals=1, n_frames=10, size=128, seed=2, body_length=16)
+    with pytest.raises(NapariTrexError, match="dask"):
+        track_video(ArrayVideo(synthetic.frames, 25), Settings().updated(track_max_individuals=1),
+                    scheduler="tcp://127.0.0.1:9")
