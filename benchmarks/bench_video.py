@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -27,14 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import repeat_video, rss_mb
 from napari_trex.core.video import open_video, write_video
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_hd_video(path: Path, n_frames: int, seed: int = 0) -> Path:
@@ -62,34 +57,6 @@ def make_hd_video(path: Path, n_frames: int, seed: int = 0) -> Path:
 
     # crf 21 keeps some camera noise: about 4.5 Mbit/s, a realistic bitrate for 1080p
     return write_video(path, frames(), fps=25, keyframe_interval=250, crf=21)
-
-
-def repeat_video(source: Path, target: Path, total_frames: int) -> Path:
-    """Concatenate copies of ``source``'s packets (shifted in time) up to ``total_frames``."""
-    import av
-
-    with av.open(str(source)) as probe:
-        n = probe.streams.video[0].frames
-        step = int(round(n / probe.streams.video[0].average_rate / probe.streams.video[0].time_base))
-    with av.open(str(target), "w") as out:
-        out_stream = None
-        written = 0
-        rep = 0
-        while written < total_frames:
-            with av.open(str(source)) as src:
-                stream = src.streams.video[0]
-                if out_stream is None:
-                    out_stream = out.add_stream_from_template(stream)
-                for packet in src.demux(stream):
-                    if packet.size == 0:
-                        continue
-                    packet.pts += rep * step
-                    packet.dts += rep * step
-                    packet.stream = out_stream
-                    out.mux(packet)
-            written += n
-            rep += 1
-    return target
 
 
 def measure(path: Path, label: str, n_random: int = 100) -> None:

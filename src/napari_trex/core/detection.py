@@ -324,6 +324,8 @@ def split_blob(crop: np.ndarray, top: int, left: int, k: int, threshold: int,
         _, (iy, ix) = ndimage.distance_transform_edt(cores == 0, return_indices=True)
         grown = np.where(blob, cores[iy, ix], 0)
         parts = region_properties(grown, k, crop, top, left)
+        if parts["area"].min() < min_ratio * parts["area"].max():
+            return None  # the cores were specks, not animals: the parts would be lopsided
         parts["split"] = np.ones(k, bool)
         return parts
     return None

@@ -38,6 +38,7 @@ class AutoParameters:
     n_individuals: int | None = None
     blob_size_ranges: list[tuple[float, float]] | None = None  # cm²
     reference_area_px: float = 0.0  # median area of one animal
+    largest_area_px: float = 0.0  # 90th percentile of animal areas (the biggest animals)
     sampled_frames: int = 0
 
     def describe(self) -> list[str]:
@@ -101,20 +102,23 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
     pooled = np.concatenate(areas_per_frame) if areas_per_frame else np.empty(0)
     auto = AutoParameters(sampled_frames=len(samples))
     if auto_size:
-        if len(pooled) == 0:
+        animals = _animal_areas(areas_per_frame, settings.track_max_individuals)
+        if len(animals) == 0:
             raise NapariTrexError("no animals found in the sampled frames: lower `threshold`, or "
                                   "check that the animals differ from the background")
-        p25, p75 = np.percentile(pooled, [25, 75])
+        p25, p75 = np.percentile(animals, [25, 75])
         ranges_px = [(0.25 * p25, 1.75 * p75)]
-        auto.blob_size_ranges = [(lo * px_area, hi * px_area) for lo, hi in ranges_px]
+        auto.blob_size_ranges = [(float(lo * px_area), float(hi * px_area)) for lo, hi in ranges_px]
         settings = settings.updated(blob_size_ranges=auto.blob_size_ranges)
     ranges_px = [(lo / px_area, hi / px_area) for lo, hi in settings.blob_size_ranges]
 
     def in_range(a: np.ndarray) -> np.ndarray:
         return np.any([(a >= lo) & (a <= hi) for lo, hi in ranges_px], axis=0)
 
-    single = pooled[in_range(pooled)] if len(pooled) else pooled
+    animals = _animal_areas(areas_per_frame, settings.track_max_individuals)
+    single = animals[in_range(animals)] if len(animals) else animals
     auto.reference_area_px = float(np.median(single)) if len(single) else 0.0
+    auto.largest_area_px = float(np.percentile(single, 90)) if len(single) else 0.0
     if auto_n:
         counts = [int(in_range(a).sum()) if len(a) else 0 for a in areas_per_frame]
         n = int(round(np.percentile(counts, 95))) if counts else 0
@@ -124,6 +128,25 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
         auto.n_individuals = n
         settings = settings.updated(track_max_individuals=n)
     return settings, auto
+
+
+def _animal_areas(areas_per_frame: list[np.ndarray], n_individuals: int) -> np.ndarray:
+    """Areas of the blobs that are animals, not noise, in sampled frames.
+
+    With a known number N of animals, the N largest blobs of each frame. Otherwise the
+    larger of two classes of blob sizes (Otsu's threshold on log area): noise specks and
+    texture are many and small, animals few and large.
+    """
+    if n_individuals > 0:
+        return np.concatenate([np.sort(a)[-n_individuals:] for a in areas_per_frame if len(a)]
+                              or [np.empty(0)])
+    pooled = np.concatenate(areas_per_frame) if areas_per_frame else np.empty(0)
+    if len(pooled) < 2 or np.ptp(np.log(pooled)) < np.log(3):
+        return pooled
+    from skimage.filters import threshold_otsu
+
+    cut = np.exp(threshold_otsu(np.log(pooled)))
+    return pooled[pooled > cut]
 
 
 def frame_times(video: Video, settings: Settings) -> tuple[float, np.ndarray]:
@@ -176,7 +199,7 @@ def track_video(
     t0 = time.perf_counter()
     tracking_params = TrackingParams.from_settings(
         settings, fps, video.frame_shape[1], settings.track_max_individuals, params.size_ranges_px,
-        auto.reference_area_px)
+        auto.reference_area_px, auto.largest_area_px)
     result = link_tracklets(detections, tracking_params, times, _stage(progress, "tracking"), should_stop)
     timings["tracking"] = time.perf_counter() - t0
     det = result.detections

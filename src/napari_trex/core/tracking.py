@@ -73,15 +73,16 @@ class TrackingParams:
     split_threshold: int = 15
     split_global_shrink: float = 0.2
     reference_area: float = 0.0  # typical area of one animal (px); 0 = unknown
+    largest_area: float = 0.0  # area of the biggest animals (px, 90th percentile); 0 = unknown
     ambiguity_ratio: float = 0.5  # end a tracklet if a rival edge has >= this share of its P
     merge_area_factor: float = 1.2  # a blob this much larger than the animal was is a merge
-    unknown_merge_factor: float = 1.5  # ... for slots with no size history: vs. reference_area
+    unknown_merge_factor: float = 1.5  # ... for slots with no size history: vs. largest_area
     manual_matches: dict[int, dict[int, int]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, fps: float, width: int, n_individuals: int,
-                      size_ranges_px: tuple[tuple[float, float], ...], reference_area: float = 0.0
-                      ) -> TrackingParams:
+                      size_ranges_px: tuple[tuple[float, float], ...], reference_area: float = 0.0,
+                      largest_area: float = 0.0) -> TrackingParams:
         return cls(
             n_individuals=n_individuals, fps=fps,
             max_speed_px=settings.track_max_speed / settings.pixel_size_cm(width),
@@ -100,6 +101,7 @@ class TrackingParams:
             split_threshold=max(settings.threshold, settings.track_threshold),
             split_global_shrink=settings.blob_split_global_shrink_limit,
             reference_area=reference_area,
+            largest_area=largest_area or reference_area,
             manual_matches=dict(settings.manual_matches),
         )
 
@@ -220,7 +222,7 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
     n_extra = 0
     base = len(detections)
 
-    single_max = params.unknown_merge_factor * params.reference_area if params.reference_area > 0 \
+    single_max = params.unknown_merge_factor * params.largest_area if params.largest_area > 0 \
         else np.inf
 
     def expected_area(slot: int) -> float:
