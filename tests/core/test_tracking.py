@@ -188,6 +188,19 @@ def test_detection_over_processes_matches_threads():
     assert np.array_equal(a.result.assignment, b.result.assignment)
 
 
+def test_detection_on_a_dask_distributed_cluster_matches_threads():
+    distributed = pytest.importorskip("distributed")  # the 'cluster' extra; CI installs it
+    synthetic = generate(n_individuals=3, n_frames=60, size=256, seed=2)
+    video = ArrayVideo(synthetic.frames, 25)
+    settings = Settings().updated(track_max_individuals=3)
+    local = track_video(video, settings, scheduler="threads", chunk_frames=20)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        remote = track_video(video, settings, scheduler=cluster.scheduler_address, chunk_frames=20)
+    assert np.array_equal(local.detections["x"], remote.detections["x"])
+    assert np.array_equal(local.result.assignment, remote.result.assignment)
+
+
 def test_unreachable_cluster_is_a_clear_error():
     synthetic = generate(n_individuals=1, n_frames=10, size=128, seed=2, body_length=16)
     with pytest.raises(NapariTrexError, match="dask"):

@@ -484,7 +484,7 @@ def _compute_with_progress(tasks: list[Any], ranges: list[tuple[int, int]], sche
         raise NapariTrexError("a scheduler address needs dask.distributed: pip install "
                               "'dask[distributed]'") from None
     try:
-        client = Client(scheduler, timeout="10s")
+        client = Client(scheduler, timeout="5s")
     except OSError as exc:
         raise NapariTrexError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
     with client:
