@@ -219,8 +219,7 @@ def _track(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from .core.settings import (Settings, import_trex_settings, parameter_info, parameter_names,
-                                parse_assignments)
+    from .core.settings import parameter_info, parameter_names
 
     if args.settings is None and not args.assignments and not args.save:
         for name in parameter_names():
@@ -228,17 +227,7 @@ def _params(args: argparse.Namespace) -> int:
             unit = f" [{info['unit']}]" if info["unit"] else ""
             print(f"{name} = {info['default']!r}{unit}\n    {info['description']}")
         return 0
-    settings = Settings()
-    if args.settings:
-        path = Path(args.settings)
-        if path.suffix.lower() == ".toml":
-            settings = Settings.load(path)
-        else:
-            settings, skipped = import_trex_settings(path, strict=not args.ignore_unknown)
-            if skipped:
-                print(f"skipped {len(skipped)} unknown name(s): {', '.join(skipped)}", file=sys.stderr)
-    if args.assignments:
-        settings = Settings.from_mapping(parse_assignments(args.assignments), base=settings)
+    settings = _load_settings(args)
     for name, value in settings.changed().items():
         print(f"{name} = {value!r}")
     if args.save:
