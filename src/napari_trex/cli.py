@@ -196,7 +196,7 @@ def _track(args: argparse.Namespace) -> int:
     run = track(video, args.output, settings, progress=TerminalProgress(args.quiet),
                 scheduler=args.scheduler)
     for line in run.auto.describe():
-        print(line)
+        print(line, file=sys.stderr if line.startswith("WARNING") else sys.stdout)
     t = run.result.tracklets
     import numpy as np
 

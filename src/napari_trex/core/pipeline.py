@@ -40,6 +40,7 @@ class AutoParameters:
     reference_area_px: float = 0.0  # median area of one animal
     largest_area_px: float = 0.0  # 90th percentile of animal areas (the biggest animals)
     sampled_frames: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> list[str]:
         lines = []
@@ -49,7 +50,7 @@ class AutoParameters:
         if self.blob_size_ranges is not None:
             lo, hi = self.blob_size_ranges[0]
             lines.append(f"estimated blob_size_ranges = [[{lo:.4g}, {hi:.4g}]] cm²")
-        return lines
+        return lines + [f"WARNING: {w}" for w in self.warnings]
 
 
 @dataclass
@@ -119,8 +120,20 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
     single = animals[in_range(animals)] if len(animals) else animals
     auto.reference_area_px = float(np.median(single)) if len(single) else 0.0
     auto.largest_area_px = float(np.percentile(single, 90)) if len(single) else 0.0
+    counts = [int(in_range(a).sum()) if len(a) else 0 for a in areas_per_frame]
+    if not auto_n and counts:
+        n = settings.track_max_individuals
+        share = float(np.mean(np.array(counts) >= n))
+        if share < 0.5:
+            sizes = np.sort(np.concatenate([np.sort(a)[-n:] for a in areas_per_frame if len(a)]
+                                           or [np.empty(0)]))
+            typical = f"{np.median(sizes) * px_area:.3g} cm²" if len(sizes) else "none found"
+            auto.warnings.append(
+                f"only {share:.0%} of the sampled frames show {n} blobs within blob_size_ranges "
+                f"{[list(r) for r in settings.blob_size_ranges]} cm² (the {n} largest blobs are "
+                f"typically {typical}); check blob_size_ranges, cm_per_pixel and threshold, or "
+                "set auto_minmax_size = true")
     if auto_n:
-        counts = [int(in_range(a).sum()) if len(a) else 0 for a in areas_per_frame]
         n = int(round(np.percentile(counts, 95))) if counts else 0
         if n < 1:
             raise NapariTrexError("no animals of the expected size found: set `track_max_individuals` "

@@ -1,0 +1,88 @@
+"""Detection: the background, which pixels are animals, and the properties of each blob."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from imageio import v3 as iio
+
+from napari_trex.core.background import combine, estimate_background
+from napari_trex.core.datasets import generate
+from napari_trex.core.detection import DetectionParams, detect_frame
+from napari_trex.core.errors import NapariTrexError
+from napari_trex.core.pipeline import track_video
+from napari_trex.core.settings import Settings
+from napari_trex.core.video import ArrayVideo
+
+
+def test_background_methods_remove_moving_animals():
+    synthetic = generate(n_individuals=4, n_frames=200, size=256, seed=3, body_length=18)
+    video = ArrayVideo(synthetic.frames, 25)
+    truth = synthetic.background
+    for method in ("mode", "max"):  # dark animals on a light background
+        background = estimate_background(video, 100, method)
+        inside = truth > 150  # the arena, away from the dark ring
+        error = np.abs(background - truth)[inside]
+        assert np.percentile(error, 99) < (16 if method == "max" else 8)  # max: noise tails + light drift, method
+    stack = np.array([[[1, 5]], [[1, 5]], [[2, 9]]], np.uint8)
+    assert combine(stack, "mode").tolist() == [[1, 5]]
+    assert combine(stack, "min").tolist() == [[1, 5]] and combine(stack, "max").tolist() == [[2, 9]]
+
+
+def _frame_with(rectangles, size=64, value=200):
+    frame = np.zeros((size, size), np.uint8)
+    for y0, y1, x0, x1 in rectangles:
+        frame[y0:y1, x0:x1] = value
+    return frame
+
+
+def test_blob_properties_and_trex_blob_id():
+    frame = _frame_with([(10, 15, 20, 30), (40, 60, 40, 44)])
+    params = DetectionParams(threshold=15)
+    table, _ = detect_frame(frame, np.zeros_like(frame), params, frame_index=7)
+    assert table["frame"].tolist() == [7, 7]
+    assert table["area"].tolist() == [50, 80]
+    assert np.allclose(table["x"], [24.5, 41.5]) and np.allclose(table["y"], [12, 49.5])
+    assert np.isclose(table["angle"][0], 0) and np.isclose(abs(table["angle"][1]), np.pi / 2)
+    # (mid-x of the first line) << 20 | (its y) << 8 | (number of lines)
+    assert table["blob_id"][0] == (24 << 20) | (10 << 8) | 5
+    assert [table[k][1] for k in ("y0", "x0", "y1", "x1")] == [40, 40, 60, 44]
+
+
+def test_polygons_crop_and_size_prefilter():
+    frame = _frame_with([(10, 15, 10, 15), (40, 45, 40, 45), (30, 31, 30, 31)])
+    bg = np.zeros_like(frame)
+    base = DetectionParams(threshold=15, prefilter_px=(3, np.inf))
+    assert len(detect_frame(frame, bg, base)[0]["x"]) == 2  # the single pixel is noise
+    square = np.array([[0, 0], [30, 0], [30, 30], [0, 30]], float)
+    include = DetectionParams(threshold=15, include=(square,))
+    assert detect_frame(frame, bg, include)[0]["x"].tolist() == [12.0]
+    ignore = DetectionParams(threshold=15, ignore=(square,), prefilter_px=(3, np.inf))
+    assert detect_frame(frame, bg, ignore)[0]["x"].tolist() == [42.0]
+    crop = DetectionParams(threshold=15, crop=(0, 0, 32, 32))
+    assert detect_frame(frame, bg, crop)[0]["x"].tolist() == [12.0]
+
+
+def test_a_user_supplied_background_image_is_used(tmp_path):
+    synthetic = generate(n_individuals=2, n_frames=60, size=128, seed=5, body_length=16)
+    path = tmp_path / "empty_arena.png"
+    iio.imwrite(path, np.clip(np.rint(synthetic.background), 0, 255).astype(np.uint8))
+    settings = Settings().updated(track_max_individuals=2, background_image=str(path),
+                                  auto_minmax_size=True, track_max_speed=30.0)
+    run = track_video(ArrayVideo(synthetic.frames, 25), settings)
+    assert np.abs(run.background - synthetic.background).max() <= 0.5
+    assert (run.result.assignment >= 0).mean() > 0.9
+    iio.imwrite(tmp_path / "small.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(NapariTrexError, match="10x10 px"):
+        track_video(ArrayVideo(synthetic.frames, 25),
+                    settings.updated(background_image=str(tmp_path / "small.png")))
+
+
+def test_a_size_range_that_misses_the_animals_is_reported():
+    synthetic = generate(n_individuals=2, n_frames=40, size=128, seed=5, body_length=16)
+    # default blob_size_ranges [0.1, 3] cm² at 30 cm / 128 px: these animals are 3.5 cm²
+    run = track_video(ArrayVideo(synthetic.frames, 25), Settings().updated(track_max_individuals=2))
+    assert any("blob_size_ranges" in w and "auto_minmax_size" in w for w in run.auto.warnings)
+    good = track_video(ArrayVideo(synthetic.frames, 25),
+                       Settings().updated(track_max_individuals=2, auto_minmax_size=True))
+    assert good.auto.warnings == []
