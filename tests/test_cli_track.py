@@ -37,8 +37,8 @@ def test_track_writes_trajectories_tracklets_segments_and_settings(capsys, tmp_p
     assert {int(r["identity"]) for r in traj} == {0, 1, 2}
     assert max(int(r["frame"]) for r in traj) == 149
     tracklets = _rows(out / "tracklets.csv")
-    assert list(tracklets[0]) == ["tracklet", "identity", "start", "end", "length", "end_reason",
-                                  "end_code"]
+    assert list(tracklets[0]) == ["tracklet", "identity", "tracking_slot", "start", "end", "length",
+                                  "end_reason", "end_code"]
     known = set(REASON_NAMES.values()) | {"EndOfVideo"}
     assert all(set(r["end_reason"].split("|")) <= known for r in tracklets)
     segments = _rows(out / "global_segments.csv")
@@ -96,3 +96,32 @@ def test_failed_run_leaves_the_previous_results_intact(tmp_path, sample, capsys,
     assert (out / "run.json").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".napari-trex-")]
     capsys.readouterr()
+
+
+@pytest.mark.timeout(600)
+def test_track_and_identify_writes_identities_and_reuses_the_tracking(capsys, tmp_path):
+    video, _ = generate(n_individuals=3, n_frames=200, seed=2).write(tmp_path / "trio.mp4")
+    out = tmp_path / "out"
+    common = ["--set", "track_max_individuals=3", "--set", "track_max_speed=30", "-q"]
+    assert main(["track", str(video), "-o", str(out), *common]) == 0
+    capsys.readouterr()
+    code = main(["track", str(video), "-o", str(out), *common, "--identify",
+                 "--set", "recognition_image_size=[32,32]", "--set", "gpu_max_epochs=30"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "reusing the tracking" in stdout and "training on cpu" in stdout
+    assert "uniqueness" in stdout
+    traj = _rows(out / "trajectories.csv")
+    assert "identity_confidence" in traj[0]
+    identified = [r for r in traj if int(r["identity"]) >= 0]
+    assert len(identified) / len(traj) > 0.8
+    assert {int(r["identity"]) for r in identified} == {0, 1, 2}
+    tracklets = _rows(out / "tracklets.csv")
+    assert {"probability", "n_samples", "source"} <= set(tracklets[0])
+    assert {r["source"] for r in tracklets} <= {"network", "manual", "kinematic", ""}
+    assert (out / "identification_weights.pt").is_file() and (out / "identification.json").is_file()
+
+
+def test_apply_only_without_weights_is_a_clear_error(capsys, tmp_path, sample):
+    code = main(["track", str(sample), "-o", str(tmp_path / "o"), "--identify", "--apply-only"])
+    assert code == 1 and "--weights" in capsys.readouterr().err

@@ -65,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="dask scheduler for detection: threads (default), processes, "
                             "synchronous, or a dask.distributed address tcp://host:8786")
     track.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    track.add_argument("--identify", action="store_true",
+                       help="then train the identification network and give every tracklet an identity")
+    track.add_argument("--weights", metavar="FILE",
+                       help="with --identify: start from these weights (e.g. another video of the "
+                            "same animals)")
+    track.add_argument("--apply-only", action="store_true",
+                       help="with --identify --weights: only predict, do not train")
+    track.add_argument("--retrack", action="store_true",
+                       help="with --identify: track again even if DIR holds a matching tracking run")
 
     view = commands.add_parser("view", help="open napari with a video (or the sample) loaded")
     view.add_argument("video", nargs="?", help="video to open; without it, the synthetic sample")
@@ -186,20 +195,76 @@ class TerminalProgress:
 def _track(args: argparse.Namespace) -> int:
     import time
 
-    from .core.pipeline import track
-    from .core.tracklets import reason_names
+    from .core.pipeline import track_video
+    from .core.results import save_tracking
     from .core.video import open_video
 
     settings = _load_settings(args)  # bad parameters fail here, before anything is read or written
+    if (args.weights or args.apply_only) and not args.identify:
+        raise NapariTrexError("--weights and --apply-only go with --identify")
     video = open_video(args.video)
     started = time.perf_counter()
-    run = track(video, args.output, settings, progress=TerminalProgress(args.quiet),
-                scheduler=args.scheduler)
-    for line in run.auto.describe():
-        print(line, file=sys.stderr if line.startswith("WARNING") else sys.stdout)
-    t = run.result.tracklets
+    output = Path(args.output)
+    run = _reusable_run(output, video, settings) if args.identify and not args.retrack else None
+    if run is not None:
+        print(f"reusing the tracking in {output} (--retrack to track again)")
+    else:
+        run = track_video(video, settings, progress=TerminalProgress(args.quiet),
+                          scheduler=args.scheduler)
+        for line in run.auto.describe():
+            print(line, file=sys.stderr if line.startswith("WARNING") else sys.stdout)
+        _print_tracking_summary(run)
+    identification = None
+    if args.identify:
+        from .core.identification.pipeline import identify
+
+        identification = identify(run, video, run.settings.updated(**_identification_values(settings)),
+                                  progress=lambda event: print(event["message"]),
+                                  weights=args.weights, apply_only=args.apply_only)
+    save_tracking(run, output, identification)
+    print(f"wrote {output} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _identification_values(settings) -> dict:
+    """The identification parameters of the command line (they may differ from a reused run)."""
+    from .core.settings import parameter_info
+
+    return {name: getattr(settings, name) for name in type(settings).model_fields
+            if parameter_info(name)["section"] == "identification"}
+
+
+def _reusable_run(output: Path, video, settings):
+    """The tracking run saved in ``output`` if it is of this video with the same tracking
+    parameters (identification parameters may differ), else None."""
+    from .core.errors import NapariTrexError as CoreError
+    from .core.results import load_tracking
+    from .core.settings import parameter_info
+
+    try:
+        run = load_tracking(output)
+    except (CoreError, OSError, KeyError, ValueError):
+        return None
+    if Path(run.video_info.path).resolve() != Path(video.path).resolve() or \
+            run.video_info.n_frames != len(video):
+        return None
+    for name in type(settings).model_fields:
+        if parameter_info(name)["section"] in ("identification", "output"):
+            continue
+        requested, used = getattr(settings, name), getattr(run.settings, name)
+        automatic = (name == "track_max_individuals" and requested == 0) or \
+            (name == "blob_size_ranges" and (settings.auto_minmax_size or settings.track_max_individuals == 0))
+        if requested != used and not automatic:
+            return None
+    return run
+
+
+def _print_tracking_summary(run) -> None:
     import numpy as np
 
+    from .core.tracklets import reason_names
+
+    t = run.result.tracklets
     covered = (run.result.assignment >= 0).all(axis=1).mean()
     lengths = np.sort(t.length)[::-1]
     n50 = int(lengths[np.searchsorted(np.cumsum(lengths), lengths.sum() / 2)]) if len(lengths) else 0
@@ -214,8 +279,6 @@ def _track(args: argparse.Namespace) -> int:
     reasons = np.bincount(t.end_reason, minlength=512)
     common = sorted(((int(c), code) for code, c in enumerate(reasons) if c), reverse=True)[:3]
     print("most frequent tracklet ends: " + ", ".join(f"{reason_names(code)} ({c})" for c, code in common))
-    print(f"wrote {args.output} in {time.perf_counter() - started:.1f} s")
-    return 0
 
 
 def _params(args: argparse.Namespace) -> int:

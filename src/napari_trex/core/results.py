@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from .tracking import TrackingResult
 from .tracklets import GlobalSegments, Tracklets, reason_names
 from .video import VideoInfo
 
+IDENTIFICATION_FILES = ("identities.npz", "identification.json", "identification_weights.pt")
 OUTPUT_FILES = ("trajectories.csv", "tracklets.csv", "global_segments.csv", "settings.toml",
                 "detections.npz", "tracking.npz", "run.json")
 
@@ -71,17 +73,30 @@ def heading_angles(result: TrackingResult) -> np.ndarray:
     return heading
 
 
-def trajectory_table(run: TrackingRun) -> dict[str, np.ndarray]:
-    """Columns of ``trajectories.csv`` (frame-major, then identity)."""
+def trajectory_table(run: TrackingRun, identities: Any = None) -> dict[str, np.ndarray]:
+    """Columns of ``trajectories.csv`` (frame-major, then tracking slot).
+
+    Before identification ``identity`` is the tracking slot; after it, the identity of the
+    row's tracklet (-1 where none could be given) with ``identity_confidence``.
+    """
     result = run.result
     frames, slots = np.nonzero(result.assignment >= 0)
     rows = result.assignment[frames, slots]
     det = result.detections
     heading = heading_angles(result)
+    tracklet = result.tracklet_of[frames, slots]
+    if identities is None:
+        identity, confidence = slots, np.zeros(len(slots))
+    else:
+        known = tracklet >= 0
+        identity = np.where(known, identities.identity[np.maximum(tracklet, 0)], -1)
+        confidence = np.where(known & (identity >= 0),
+                              identities.probability[np.maximum(tracklet, 0)], 0.0)
     return {
-        "frame": frames, "time": run.times[frames], "identity": slots,
+        "frame": frames, "time": run.times[frames], "identity": identity,
         "x": det["x"][rows], "y": det["y"][rows], "angle": heading[rows], "area": det["area"][rows],
-        "tracklet": result.tracklet_of[frames, slots], "split": det["split"][rows].astype(int),
+        "tracklet": tracklet, "split": det["split"][rows].astype(int), "tracking_slot": slots,
+        "identity_confidence": confidence,
     }
 
 
@@ -99,25 +114,43 @@ def _write_csv(path: Path, columns: dict[str, np.ndarray], formats: dict[str, st
             np.savetxt(fh, table, fmt=fmt, delimiter=",")
 
 
-def save_tracking(run: TrackingRun, output_dir: Path) -> list[Path]:
-    """Write a run into ``output_dir``, replacing a previous run there, never half-written."""
+def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None) -> list[Path]:
+    """Write a run into ``output_dir``, replacing a previous run there, never half-written.
+
+    With ``identification`` (an :class:`~napari_trex.core.identification.pipeline.
+    IdentificationResult`) the tables carry the final identities and the network's files
+    are written too.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".napari-trex-", dir=output_dir))
+    identities = identification.identities if identification is not None else None
     try:
-        traj = trajectory_table(run)
+        traj = trajectory_table(run, identities)
         _write_csv(staging / "trajectories.csv", traj,
-                   {"time": "%.5f", "x": "%.3f", "y": "%.3f", "angle": "%.5f", "area": "%d"})
+                   {"time": "%.5f", "x": "%.3f", "y": "%.3f", "angle": "%.5f", "area": "%d",
+                    "identity_confidence": "%.4f"})
         t = run.result.tracklets
         with open(staging / "tracklets.csv", "w", encoding="utf-8") as fh:
-            fh.write("tracklet,identity,start,end,length,end_reason,end_code\n")
+            header = "tracklet,identity,tracking_slot,start,end,length,end_reason,end_code"
+            if identities is not None:
+                header += ",probability,second_probability,n_samples,source"
+            fh.write(header + "\n")
             for tid, ind, a, b, code in zip(t.id, t.individual, t.start, t.end, t.end_reason):
-                fh.write(f"{tid},{ind},{a},{b},{b - a + 1},{reason_names(int(code))},{code}\n")
+                identity = ind if identities is None else identities.identity[tid]
+                line = f"{tid},{identity},{ind},{a},{b},{b - a + 1},{reason_names(int(code))},{code}"
+                if identities is not None:
+                    vector = identities.mean_vectors[tid]
+                    second = np.sort(vector)[-2] if not np.isnan(vector).any() and len(vector) > 1 else 0.0
+                    line += (f",{identities.probability[tid]:.4f},{second:.4f},"
+                             f"{identities.n_samples[tid]},{identities.source[tid]}")
+                fh.write(line + "\n")
         g = run.segments
         _write_csv(staging / "global_segments.csv",
                    {"start": g.start, "end": g.end, "length": g.end - g.start + 1,
                     "min_cells": g.min_cells, "average_samples": g.average_samples, "rank": g.rank},
                    {"average_samples": "%.1f"})
-        run.settings.save(staging / "settings.toml")
+        used = identification.settings if identification is not None and identification.settings else None
+        (used or run.settings).save(staging / "settings.toml")
         run.detections.save(staging / "detections.npz")
         r = run.result
         np.savez_compressed(
@@ -128,10 +161,12 @@ def save_tracking(run: TrackingRun, output_dir: Path) -> list[Path]:
             segment_start=g.start, segment_end=g.end, segment_min_cells=g.min_cells,
             segment_average_samples=g.average_samples, segment_rank=g.rank)
         r.detections.save(staging / "tracked_detections.npz")
+        extra = _identification_files(identification, staging, run) if identification else []
         meta = {
             "napari_trex_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "video": run.video_info.as_dict(), "fps": run.fps, "n_individuals": run.n_individuals,
             "auto": asdict(run.auto), "timings_s": run.timings,
+            "identified": identification is not None,
         }
         (staging / "run.json").write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
         # swap in: drop the old marker first, so a crash in between never looks complete
@@ -139,7 +174,10 @@ def save_tracking(run: TrackingRun, output_dir: Path) -> list[Path]:
         if marker.exists():
             marker.unlink()
         written = []
-        for name in (*OUTPUT_FILES[:-1], "tracked_detections.npz", "run.json"):
+        if identification is None:  # a plain retrack makes earlier identities stale
+            for name in IDENTIFICATION_FILES:
+                (output_dir / name).unlink(missing_ok=True)
+        for name in (*OUTPUT_FILES[:-1], "tracked_detections.npz", *extra, "run.json"):
             os.replace(staging / name, output_dir / name)
             written.append(output_dir / name)
         return written
@@ -168,3 +206,45 @@ def load_tracking(output_dir: str | os.PathLike) -> TrackingRun:
     return TrackingRun(info, settings, meta["fps"], times, background,
                        Detections.load(folder / "detections.npz"), result, segments, auto,
                        meta.get("timings_s", {}))
+
+
+def _identification_files(identification: Any, staging: Path, run: TrackingRun) -> list[str]:
+    """Weights, per-tracklet identities, the training history, and the validation samples."""
+    from .identification.network import save_weights
+
+    ids = identification.identities
+    np.savez_compressed(staging / "identities.npz", identity=ids.identity, probability=ids.probability,
+                        n_samples=ids.n_samples, source=ids.source.astype(str),
+                        mean_vectors=ids.mean_vectors)
+    save_weights(identification.model, staging / "identification_weights.pt",
+                 {"uniqueness": identification.uniqueness})
+    info = {"uniqueness": identification.uniqueness, "device": identification.device,
+            "seconds": identification.seconds, "steps": identification.steps,
+            "identified_tracklets": int((ids.identity >= 0).sum()), "tracklets": len(ids.identity),
+            "sources": {s: int((ids.source == s).sum()) for s in ("network", "manual", "kinematic")}}
+    (staging / "identification.json").write_text(json.dumps(info, indent=2, default=float),
+                                                  encoding="utf-8")
+    names = list(IDENTIFICATION_FILES)
+    settings = identification.settings or run.settings
+    if settings.recognition_save_training_images and identification.training is not None:
+        val, train = identification.validation, identification.training
+        name = f"{Path(run.video_info.path).stem}_validation_samples.npz"
+        # labels are the network's classes, i.e. the final identities
+        np.savez_compressed(
+            staging / name, validation_ids=val.label, validation_images=val.images[..., None],
+            ids=np.concatenate([val.label, train.label]),
+            images=np.concatenate([val.images, train.images])[..., None])
+        names.append(name)
+    return names
+
+
+def load_identities(output_dir: str | os.PathLike) -> Any:
+    """The per-tracklet identities saved by an identification run, or None."""
+    from .identification.assignment import TrackletIdentities
+
+    path = Path(output_dir) / "identities.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return TrackletIdentities(z["identity"], z["probability"], z["n_samples"],
+                                  z["source"].astype(object), z["mean_vectors"])

@@ -1,0 +1,114 @@
+"""Applying predictions: one identity per tracklet (trex-reference §4.7).
+
+Per tracklet the softmax vectors of its images are averaged. A tracklet gets the best
+identity if it has enough predicted frames (max(5, 0.1·fps)) and is not ambiguous
+(second best / best < 0.6). Two tracklets that overlap in time cannot share an identity:
+the claim with the higher sig(p)·sig(share of images) wins, sig(x) = 1/(1+e^{2π(0.5−x)}),
+and the other is left unassigned. Manual matches are applied first and always win. A
+tracklet still without identity gets one *kinematically* when, throughout its frames,
+exactly one identity is not taken by another tracklet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..tracking import TrackingResult
+
+AMBIGUITY = 0.6
+
+
+def _sig(x: float) -> float:
+    return 1.0 / (1.0 + np.exp(2 * np.pi * (0.5 - x)))
+
+
+@dataclass
+class TrackletIdentities:
+    """Per tracklet id: identity (-1 none), mean probability of it, images used, source."""
+
+    identity: np.ndarray
+    probability: np.ndarray
+    n_samples: np.ndarray
+    source: np.ndarray  # "network", "manual", "kinematic" or ""
+    mean_vectors: np.ndarray  # (tracklets, N) averaged softmax (nan where not predicted)
+
+
+def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, probs: np.ndarray,
+                      n_identities: int, fps: float,
+                      manual: dict[int, dict[int, int]] | None = None) -> TrackletIdentities:
+    t = result.tracklets
+    n_tracklets = len(t)
+    identity = np.full(n_tracklets, -1, np.int64)
+    probability = np.zeros(n_tracklets)
+    n_samples = np.zeros(n_tracklets, np.int64)
+    source = np.array([""] * n_tracklets, dtype=object)
+    vectors = np.full((n_tracklets, n_identities), np.nan)
+    for tid in np.unique(sample_tracklets):
+        member = sample_tracklets == tid
+        vectors[tid] = probs[member].mean(axis=0)
+        n_samples[tid] = member.sum()
+    # claimed[i] = list of (start, end, tracklet) holding identity i
+    claimed: list[list[tuple[int, int, int]]] = [[] for _ in range(n_identities)]
+
+    def overlapping(i: int, a: int, b: int) -> list[int]:
+        return [k for s, e, k in claimed[i] if s <= b and a <= e]
+
+    # 1. manual matches first: the tracklet holding that blob in that frame gets the identity
+    det = result.detections
+    for frame, wanted in (manual or {}).items():
+        if not 0 <= frame < len(result.assignment):
+            continue
+        for ident, blob_id in wanted.items():
+            rows = result.assignment[frame]
+            for slot, row in enumerate(rows):
+                if row >= 0 and int(det["blob_id"][row]) == int(blob_id) and 0 <= ident < n_identities:
+                    tid = int(result.tracklet_of[frame, slot])
+                    if tid >= 0 and identity[tid] < 0:
+                        for other in overlapping(ident, int(t.start[tid]), int(t.end[tid])):
+                            identity[other], source[other] = -1, ""
+                        claimed[ident] = [c for c in claimed[ident] if identity[c[2]] == ident]
+                        identity[tid], probability[tid], source[tid] = ident, 1.0, "manual"
+                        claimed[ident].append((int(t.start[tid]), int(t.end[tid]), tid))
+    # 2. network predictions, strongest claims first
+    min_frames = max(5, int(0.1 * fps))
+    candidates = []
+    for tid in range(n_tracklets):
+        if identity[tid] >= 0 or n_samples[tid] < min_frames or np.isnan(vectors[tid]).any():
+            continue
+        order = np.argsort(vectors[tid])[::-1]
+        best, second = vectors[tid][order[0]], vectors[tid][order[1]] if n_identities > 1 else 0.0
+        if best <= 0 or second / best >= AMBIGUITY:
+            continue
+        candidates.append((float(best), int(n_samples[tid]), tid, int(order[0])))
+    candidates.sort(key=lambda c: (_sig(c[0]) * c[1]), reverse=True)
+    for p, n, tid, ident in candidates:
+        a, b = int(t.start[tid]), int(t.end[tid])
+        rivals = overlapping(ident, a, b)
+        if rivals:
+            # TRex: S = sig(p)·sig(n_me / (n_me + n_other)); the higher keeps the identity
+            beaten = all(source[r] != "manual" and _sig(p) * _sig(n / (n + n_samples[r]))
+                         > _sig(probability[r]) * _sig(n_samples[r] / (n + n_samples[r])) for r in rivals)
+            if not beaten:
+                continue
+            for r in rivals:
+                identity[r], source[r] = -1, ""
+            claimed[ident] = [c for c in claimed[ident] if c[2] not in rivals]
+        identity[tid], probability[tid], source[tid] = ident, p, "network"
+        claimed[ident].append((a, b, tid))
+    # 3. kinematic: exactly one identity free throughout the tracklet
+    n_frames = len(result.assignment)
+    taken = np.zeros((n_frames, n_identities), bool)
+    for i in range(n_identities):
+        for s, e, _ in claimed[i]:
+            taken[s: e + 1, i] = True
+    for tid in np.flatnonzero(identity < 0):
+        a, b = int(t.start[tid]), int(t.end[tid])
+        free = ~taken[a: b + 1].any(axis=0)
+        if free.sum() == 1 and n_identities > 1:
+            ident = int(np.flatnonzero(free)[0])
+            identity[tid], source[tid] = ident, "kinematic"
+            probability[tid] = float(vectors[tid][ident]) if not np.isnan(vectors[tid]).any() else 0.0
+            taken[a: b + 1, ident] = True
+    return TrackletIdentities(identity, probability, n_samples, source, vectors)

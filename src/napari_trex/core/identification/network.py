@@ -1,0 +1,116 @@
+"""The identification network and where it runs.
+
+The layout follows TRex v118_3 (trex-reference §4.2): three blocks of 5×5 convolution →
+batch norm → ReLU → 2×2 max pool → spatial dropout with 16, 64 and 100 filters, then a
+per-position dense layer of 100, flatten and a linear layer to N identities. Input is the
+8-bit crop scaled to x/127.5 − 1. 'same' padding (as TRex v2) keeps any crop size valid.
+
+The device is chosen at run time — CUDA, then Apple MPS, then the CPU — and described in
+plain words for the terminal and the GUI.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def choose_device(preference: str = "automatic") -> torch.device:
+    """``automatic``: CUDA if present, else Apple MPS, else CPU; or the one asked for."""
+    if preference == "cuda" or (preference == "automatic" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from ..errors import NapariTrexError
+
+            raise NapariTrexError("gpu_torch_device = cuda, but torch sees no CUDA GPU "
+                                  "(set gpu_torch_device = automatic)")
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if preference == "mps" or (preference == "automatic" and mps is not None and mps.is_available()):
+        if mps is None or not mps.is_available():
+            from ..errors import NapariTrexError
+
+            raise NapariTrexError("gpu_torch_device = mps, but Apple MPS is not available here")
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    """``"cuda: NVIDIA H100"``, ``"mps (Apple GPU)"`` or ``"cpu (2 threads)"``."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "mps (Apple GPU)"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def configure_cpu_threads() -> None:
+    """Use every core for the CPU back end (torch's default can be fewer in containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores:
+        torch.set_num_threads(max(1, cores))
+
+
+class IdentityNetwork(nn.Module):
+    """TRex v118_3-style CNN: crops (B, 1, H, W) uint8-scaled → logits (B, N)."""
+
+    def __init__(self, n_identities: int, size: tuple[int, int], dropout: float = 0.05) -> None:
+        super().__init__()
+        width, height = size
+        self.n_identities = n_identities
+        self.size = (int(width), int(height))
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 5, padding=2), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.MaxPool2d(2), nn.Dropout2d(dropout))
+
+        self.features = nn.Sequential(block(1, 16), block(16, 64), block(64, 100))
+        self.dense = nn.Sequential(nn.Conv2d(100, 100, 1), nn.BatchNorm2d(100), nn.ReLU(),
+                                   nn.Dropout2d(dropout))
+        h, w = height // 8, width // 8
+        self.classifier = nn.Linear(100 * h * w, n_identities)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.dense(self.features(images))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 crops (M, H, W) → float (M, 1, H, W) in [-1, 1] on ``device``."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return (t.float().unsqueeze(1) / 127.5) - 1.0
+
+
+@torch.no_grad()
+def predict(model: IdentityNetwork, images: np.ndarray, device: torch.device,
+            batch: int = 512) -> np.ndarray:
+    """Softmax probabilities (M, N), in batches (prediction never needs all images at once)."""
+    model.eval()
+    out = np.empty((len(images), model.n_identities), np.float32)
+    for k in range(0, len(images), batch):
+        logits = model(to_tensor(images[k: k + batch], device))
+        out[k: k + batch] = torch.softmax(logits, dim=1).cpu().numpy()
+    return out
+
+
+def save_weights(model: IdentityNetwork, path: os.PathLike | str, meta: dict) -> None:
+    """Weights plus what is needed to rebuild the network (atomically)."""
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()},
+                    "n_identities": model.n_identities, "size": model.size, "meta": meta}, tmp)
+
+
+def load_weights(path: os.PathLike | str, device: torch.device) -> tuple[IdentityNetwork, dict]:
+    from ..errors import NapariTrexError
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+        model = IdentityNetwork(int(data["n_identities"]), tuple(data["size"]))
+        model.load_state_dict(data["state"])
+    except (OSError, KeyError, RuntimeError) as exc:
+        raise NapariTrexError(f"cannot load identification weights from {path}: {exc}") from None
+    return model.to(device), dict(data.get("meta", {}))

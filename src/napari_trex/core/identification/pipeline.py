@@ -1,0 +1,320 @@
+"""Visual identification, end to end, as a generator of progress events.
+
+``identify_events(run, video, settings)`` yields dicts (``stage``, ``message`` and figures
+such as ``uniqueness``, ``epoch``, ``accepted``) so a terminal or a napari
+``thread_worker`` can show them, and returns an :class:`IdentificationResult`. It writes
+nothing: saving happens only once everything succeeded, so a cancel (``should_stop``) or a
+crash leaves the previous results untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import Cancelled, NapariTrexError
+from ..pipeline import TrackingRun
+from ..settings import Settings
+from ..video import Video
+from .assignment import TrackletIdentities, assign_identities
+from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device,
+                      load_weights, predict)
+from .samples import SampleParams, Samples, class_cap, cut_samples, regular_subsample
+from .training import TrainingConfig, label_candidate, train_unit, uniqueness
+
+Event = dict[str, Any]
+DISCRIMINATION_FRAMES = 333
+PREDICT_PER_TRACKLET = 60  # images averaged per tracklet when applying (evenly spread)
+PREDICT_BLOCK = 20000  # images cut and predicted at a time
+
+
+@dataclass
+class IdentificationResult:
+    identities: TrackletIdentities
+    uniqueness: float
+    model: IdentityNetwork
+    device: str
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    training: Samples | None = None  # the labelled images trained on (for the npz)
+    validation: Samples | None = None
+    seconds: float = 0.0
+    settings: Settings | None = None  # the settings the identification ran with
+
+
+def _eligible(run: TrackingRun) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, slot) pairs with a whole (not split) blob inside a tracklet."""
+    r = run.result
+    frames, slots = np.nonzero((r.assignment >= 0) & (r.tracklet_of >= 0))
+    rows = r.assignment[frames, slots]
+    whole = ~r.detections["split"][rows].astype(bool)
+    return frames[whole], slots[whole]
+
+
+class _Requests:
+    """Builds crop requests (frame, slot, tracklet, x, y, heading, label) from the run."""
+
+    def __init__(self, run: TrackingRun) -> None:
+        from ..results import heading_angles
+
+        self.run = run
+        self.heading = heading_angles(run.result)
+        self.frames, self.slots = _eligible(run)
+        self.tracklet = run.result.tracklet_of[self.frames, self.slots]
+
+    def rows(self, index: np.ndarray, labels: np.ndarray | int = -1) -> list[tuple]:
+        r = self.run.result
+        f, s = self.frames[index], self.slots[index]
+        det_rows = r.assignment[f, s]
+        x, y = r.detections["x"][det_rows], r.detections["y"][det_rows]
+        lab = np.broadcast_to(np.asarray(labels), f.shape)
+        return [(int(a), int(b), int(c), float(d), float(e), float(h), int(g)) for a, b, c, d, e, h, g in
+                zip(f, s, self.tracklet[index], x, y, self.heading[det_rows], lab)]
+
+    def of_tracklets(self, tracklets: list[int]) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.tracklet, tracklets))
+
+
+def identify_events(
+    run: TrackingRun,
+    video: Video,
+    settings: Settings | None = None,
+    *,
+    weights: str | None = None,
+    apply_only: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Event, None, IdentificationResult]:
+    """Train (or load) the identification network and assign an identity to every tracklet."""
+    settings = settings or run.settings
+    started = time.perf_counter()
+    n = run.n_individuals
+    if n < 2:
+        raise NapariTrexError("visual identification needs at least 2 animals "
+                              "(track_max_individuals)")
+    if apply_only and not weights:
+        raise NapariTrexError("apply only needs weights from an earlier training (--weights FILE)")
+    configure_cpu_threads()
+    device = choose_device(settings.gpu_torch_device)
+    device_name = describe_device(device)
+    yield {"stage": "device", "message": f"training on {device_name}", "device": device_name}
+    params = SampleParams(size=tuple(settings.recognition_image_size),
+                          scale=settings.recognition_image_scale,
+                          normalization=settings.recognition_normalization,
+                          threshold=max(settings.threshold, settings.track_threshold))
+    requests = _Requests(run)
+    if not len(requests.frames):
+        raise NapariTrexError("no animal was tracked: nothing to identify")
+
+    def cut(index: np.ndarray, labels: np.ndarray | int = -1) -> Samples:
+        return cut_samples(video, run.background, requests.rows(index, labels), params, should_stop)
+
+    # discrimination images: every animal in ~333 evenly spaced frames (for uniqueness)
+    n_frames = len(run.result.assignment)
+    step = max(1, n_frames // DISCRIMINATION_FRAMES)
+    disc_index = np.flatnonzero(requests.frames % step == 0)
+    discrimination = cut(disc_index)
+    disc = (discrimination.images, discrimination.frame)
+    target = settings.accepted_uniqueness(n)
+    config = TrainingConfig(n_identities=n, size=params.size, learning_rate=settings.gpu_learning_rate,
+                            max_epochs=settings.gpu_max_epochs, accepted_uniqueness=target)
+    steps: list[dict[str, Any]] = []
+    train_set: Samples | None = None
+    val_set: Samples | None = None
+
+    if weights:
+        model, meta = load_weights(weights, device)
+        if model.n_identities != n or model.size != params.size:
+            raise NapariTrexError(f"the weights in {weights} are for {model.n_identities} animals and "
+                                  f"{model.size[0]}x{model.size[1]} px images, not {n} and "
+                                  f"{params.size[0]}x{params.size[1]}")
+        best_u = uniqueness(predict(model, disc[0], device), disc[1])
+        yield {"stage": "loaded", "message": f"loaded weights, uniqueness {best_u:.3f}",
+               "uniqueness": best_u}
+    else:
+        model = IdentityNetwork(n, params.size).to(device)
+        best_u = 0.0
+
+    if not apply_only:
+        segments = run.segments
+        if not len(segments):
+            raise NapariTrexError("no global segment (a stretch where all animals are in tracklets "
+                                  "at once): identification cannot start; check the tracking "
+                                  "(track_max_individuals, blob_size_ranges, track_max_speed)")
+        order = np.argsort(segments.rank)
+        tid_matrix = run.result.tracklet_of
+        used: set[int] = set()
+        cap = None
+
+        def segment_tracklets(k: int) -> list[int]:
+            return [int(t) for t in tid_matrix[int(segments.start[k])]]
+
+        def labelled(tracklets: list[int], labels: list[int]) -> tuple[Samples, Samples]:
+            nonlocal cap
+            parts_train, parts_val = [], []
+            counts = np.array([len(requests.of_tracklets([t])) for t in tracklets])
+            cap = class_cap(counts, params.size, settings.gpu_max_sample_gb)
+            for t, label in zip(tracklets, labels):
+                index = regular_subsample(requests.of_tracklets([t]), cap)
+                samples = cut(index, label)
+                is_val = np.zeros(len(samples), bool)
+                is_val[::4] = True  # 25 % for validation, regular stride
+                parts_train.append(samples.subset(np.flatnonzero(~is_val)))
+                parts_val.append(samples.subset(np.flatnonzero(is_val)))
+            return Samples.concatenate(parts_train), Samples.concatenate(parts_val)
+
+        def on_epoch(record: dict[str, float]) -> None:
+            epoch_events.append(record)
+
+        # -- the initial unit on the best global segment -------------------------------------
+        first = int(order[0])
+        tracklets = segment_tracklets(first)
+        if not weights:
+            train_set, val_set = labelled(tracklets, list(range(n)))
+        else:  # continue: label the best segment with the loaded network
+            probe = cut(requests.of_tracklets(tracklets))
+            mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet, n,
+                                           settings.recognition_segment_add_factor)
+            labels = [mapping[t] for t in tracklets] if mapping else list(range(n))
+            train_set, val_set = labelled(tracklets, labels)
+        used.update(tracklets)
+        yield {"stage": "training", "message": f"initial unit on frames {segments.start[first]}-"
+               f"{segments.end[first]} ({len(train_set)} images)", "step": 0}
+        epoch_events: list[dict[str, float]] = []
+        unit = train_unit(model, train_set.images, train_set.label, val_set.images, val_set.label, disc,
+                          config, device, previous_best=best_u, should_stop=should_stop, on_epoch=on_epoch)
+        best_u = max(best_u, unit.uniqueness)
+        steps.append({"step": 0, "range": [int(segments.start[first]), int(segments.end[first])],
+                      "status": "accepted", "uniqueness": unit.uniqueness, "epochs": unit.epochs,
+                      "reason": unit.stopped_because})
+        yield {"stage": "step", "step": 0, "uniqueness": unit.uniqueness, "accepted": True,
+               "epochs": unit.epochs, "message": f"step 0: uniqueness {unit.uniqueness:.3f} "
+               f"({unit.epochs} epochs, {unit.stopped_because})"}
+
+        # -- accumulation ----------------------------------------------------------------------
+        if settings.gpu_enable_accumulation:
+            tried = 0
+            for k in order[1:]:
+                if best_u >= target or tried >= settings.gpu_accumulation_max_segments:
+                    break
+                if should_stop is not None and should_stop():
+                    raise Cancelled("identification cancelled")
+                tracklets = segment_tracklets(int(k))
+                if all(t in used for t in tracklets):
+                    continue
+                tried += 1
+                probe = cut(requests.of_tracklets(tracklets))
+                counts = np.array([(probe.tracklet == t).sum() for t in tracklets])
+                rng = [int(segments.start[k]), int(segments.end[k])]
+                if counts.min() <= 5:
+                    steps.append({"step": len(steps), "range": rng, "status": "rejected",
+                                  "reason": "NotEnoughImages"})
+                    continue
+                mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet, n,
+                                               settings.recognition_segment_add_factor)
+                if mapping is None:
+                    steps.append({"step": len(steps), "range": rng, "status": "rejected", "reason": why})
+                    yield {"stage": "step", "step": len(steps) - 1, "accepted": False,
+                           "message": f"segment {rng}: rejected ({why})"}
+                    continue
+                new_train, new_val = labelled(tracklets, [mapping[t] for t in tracklets])
+                salt = _salt(train_set, cap)
+                candidate_train = Samples.concatenate([salt, new_train])
+                candidate_val = Samples.concatenate([val_set, new_val])
+                saved = {key: v.clone() for key, v in model.state_dict().items()}
+                epoch_events = []
+                unit = train_unit(model, candidate_train.images, candidate_train.label,
+                                  candidate_val.images, candidate_val.label, disc, config, device,
+                                  previous_best=best_u, should_stop=should_stop, on_epoch=on_epoch)
+                accepted = unit.uniqueness >= 0.98 * best_u
+                if accepted:
+                    train_set = Samples.concatenate([train_set, new_train])
+                    val_set = candidate_val
+                    used.update(tracklets)
+                if unit.uniqueness >= best_u:
+                    best_u = unit.uniqueness
+                else:
+                    model.load_state_dict(saved)
+                status = "accepted" if accepted else "rejected"
+                steps.append({"step": len(steps), "range": rng, "status": status,
+                              "uniqueness": unit.uniqueness, "epochs": unit.epochs,
+                              "reason": "" if accepted else "UniquenessTooLow"})
+                yield {"stage": "step", "step": len(steps) - 1, "uniqueness": unit.uniqueness,
+                       "accepted": accepted, "best_uniqueness": best_u,
+                       "message": f"segment {rng}: {status}, uniqueness {unit.uniqueness:.3f} "
+                       f"(best {best_u:.3f}, target {target:.3f})"}
+
+        # -- final step on all images ------------------------------------------------------------
+        if settings.gpu_accumulation_enable_final_step and train_set is not None:
+            everything = Samples.concatenate([train_set, val_set])
+            saved = {key: v.clone() for key, v in model.state_dict().items()}
+            epochs = max(3, int(0.25 * settings.gpu_max_epochs))
+            epoch_events = []
+            unit = train_unit(model, everything.images, everything.label, val_set.images, val_set.label,
+                              disc, config, device, previous_best=best_u, max_epochs=epochs, final=True,
+                              should_stop=should_stop, on_epoch=on_epoch)
+            kept = unit.uniqueness >= best_u
+            if kept:
+                best_u = unit.uniqueness
+            else:
+                model.load_state_dict(saved)
+            steps.append({"step": len(steps), "status": "final " + ("kept" if kept else "discarded"),
+                          "uniqueness": unit.uniqueness, "epochs": unit.epochs})
+            yield {"stage": "step", "step": len(steps) - 1, "uniqueness": unit.uniqueness,
+                   "accepted": kept, "message": f"final step: uniqueness {unit.uniqueness:.3f} "
+                   f"({'kept' if kept else 'discarded'})"}
+
+    # -- apply: predict every tracklet, assign identities --------------------------------------
+    yield {"stage": "applying", "message": "predicting identities for every tracklet"}
+    chosen = []
+    for t in np.unique(requests.tracklet):
+        chosen.append(regular_subsample(np.flatnonzero(requests.tracklet == t), PREDICT_PER_TRACKLET))
+    chosen_index = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, np.int64)
+    all_probs, all_tracklets = [], []
+    for a in range(0, len(chosen_index), PREDICT_BLOCK):
+        block = cut(chosen_index[a: a + PREDICT_BLOCK])
+        all_probs.append(predict(model, block.images, device))
+        all_tracklets.append(block.tracklet)
+    probs = np.concatenate(all_probs) if all_probs else np.empty((0, n))
+    sample_tracklets = np.concatenate(all_tracklets) if all_tracklets else np.empty(0, np.int64)
+    identities = assign_identities(run.result, sample_tracklets, probs, n, run.fps,
+                                   settings.manual_matches)
+    final_u = uniqueness(predict(model, disc[0], device), disc[1]) if len(disc[0]) else 0.0
+    elapsed = time.perf_counter() - started
+    share = _share_identified(run, identities)
+    yield {"stage": "done", "uniqueness": final_u, "identified_share": share,
+           "message": f"done in {elapsed:.0f} s: uniqueness {final_u:.3f}, {share:.1%} of animal-frames "
+           "have an identity"}
+    return IdentificationResult(identities, final_u, model, device_name, steps, train_set, val_set, elapsed,
+                                settings)
+
+
+def _salt(train: Samples, cap: int | None) -> Samples:
+    """Earlier training data, each identity subsampled at regular intervals to the cap."""
+    if cap is None:
+        return train
+    keep = [regular_subsample(np.flatnonzero(train.label == c), cap) for c in np.unique(train.label)]
+    return train.subset(np.sort(np.concatenate(keep)))
+
+
+def _share_identified(run: TrackingRun, identities: TrackletIdentities) -> float:
+    tids = run.result.tracklet_of
+    seen = tids >= 0
+    if not seen.any():
+        return 0.0
+    return float((identities.identity[tids[seen]] >= 0).mean())
+
+
+def identify(run: TrackingRun, video: Video, settings: Settings | None = None,
+             progress: Callable[[Event], None] | None = None, **kwargs: Any) -> IdentificationResult:
+    """Run :func:`identify_events` to the end, passing each event to ``progress``."""
+    events = identify_events(run, video, settings, **kwargs)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as done:
+            return done.value
+        if progress is not None:
+            progress(event)

@@ -1,0 +1,176 @@
+"""Image samples for visual identification: one normalised crop per animal and frame.
+
+TRex's training image (trex-reference §4.1): the 8-bit difference to the background inside
+the animal's blob, 0 elsewhere, ``recognition_image_size`` after ``recognition_image_scale``,
+turned so that the animal always points the same way. Normalisation here is ``moments``
+with the head/tail ambiguity resolved by the direction of motion over the tracklet (the
+heading of ``results.heading_angles``); ``posture`` falls back to it (as TRex does when no
+posture is computed); ``legacy`` is the same alignment, ``none`` keeps the crop unrotated.
+The animal points to the right (+x) in every crop.
+
+Crops are cut in one streaming pass over the frames that need them and never held beyond
+the memory budget (``gpu_max_sample_gb``, counted like TRex as float32 images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import Cancelled
+from ..video import Video
+
+EIGHT = np.ones((3, 3), bool)
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    size: tuple[int, int] = (80, 80)  # width, height
+    scale: float = 1.0
+    normalization: str = "posture"
+    threshold: int = 15
+
+    @property
+    def rotate(self) -> bool:
+        return self.normalization != "none"
+
+
+def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: SampleParams) -> np.ndarray:
+    """The normalised crop of the animal centred at (x, y) whose head points at ``heading``.
+
+    Only the connected foreground around the centre is kept (other animals nearby are
+    blanked), then one affine resampling shifts, rotates and scales it into the crop.
+    """
+    width, height = params.size
+    reach = int(np.ceil(np.hypot(width, height) / 2 / params.scale)) + 2
+    top, left = int(round(y)) - reach, int(round(x)) - reach
+    window = np.zeros((2 * reach + 1, 2 * reach + 1), np.float32)
+    y0, x0 = max(0, top), max(0, left)
+    y1, x1 = min(diff.shape[0], top + 2 * reach + 1), min(diff.shape[1], left + 2 * reach + 1)
+    if y1 <= y0 or x1 <= x0:
+        return np.zeros((height, width), np.uint8)
+    window[y0 - top: y1 - top, x0 - left: x1 - left] = diff[y0:y1, x0:x1]
+    mask = window >= params.threshold
+    labels, n = ndimage.label(mask, structure=EIGHT)
+    if n:
+        cy, cx = y - top, x - left
+        centre = labels[int(round(cy)), int(round(cx))]
+        if centre == 0:  # centroid outside the body (a bent animal): the nearest blob
+            dist = ndimage.distance_transform_edt(labels == 0, return_indices=True)[1]
+            centre = labels[dist[0][int(round(cy)), int(round(cx))], dist[1][int(round(cy)), int(round(cx))]]
+        window = np.where(labels == centre, window, 0)
+    else:
+        window[:] = 0
+    # output (row, col) -> input (row, col): the output's +x axis runs along the heading
+    theta = heading if params.rotate else 0.0
+    c, s = np.cos(theta), np.sin(theta)
+    matrix = np.array([[c, s], [-s, c]]) / params.scale
+    centre_in = np.array([y - top, x - left])
+    centre_out = np.array([(height - 1) / 2, (width - 1) / 2])
+    offset = centre_in - matrix @ centre_out
+    out = ndimage.affine_transform(window, matrix, offset=offset, output_shape=(height, width),
+                                   order=1, mode="constant", cval=0.0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def difference(frame: np.ndarray, background_u8: np.ndarray) -> np.ndarray:
+    if frame.ndim == 3:
+        frame = (frame[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+    return np.maximum(frame, background_u8) - np.minimum(frame, background_u8)
+
+
+@dataclass
+class Samples:
+    """Crops with what they show: frame, tracking slot, tracklet, label (identity or -1)."""
+
+    images: np.ndarray  # (M, H, W) uint8
+    frame: np.ndarray
+    slot: np.ndarray
+    tracklet: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def subset(self, index: np.ndarray) -> Samples:
+        return Samples(self.images[index], self.frame[index], self.slot[index], self.tracklet[index],
+                       self.label[index])
+
+    @classmethod
+    def empty(cls, size: tuple[int, int]) -> Samples:
+        z = np.empty(0, np.int64)
+        return cls(np.empty((0, size[1], size[0]), np.uint8), z, z, z, z)
+
+    @classmethod
+    def concatenate(cls, parts: list[Samples]) -> Samples:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("images", "frame", "slot", "tracklet", "label")))
+
+
+def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple[int, int, int, float, float, float, int]],
+                params: SampleParams, should_stop: Callable[[], bool] | None = None,
+                progress: Callable[..., None] | None = None) -> Samples:
+    """Cut crops for ``(frame, slot, tracklet, x, y, heading, label)`` requests in one pass.
+
+    Frames are visited in increasing order; runs of nearby frames are decoded sequentially,
+    isolated ones are read directly, so the cost follows the frames actually needed.
+    """
+    reqs = sorted(requests, key=lambda r: r[0])
+    width, height = params.size
+    images = np.empty((len(reqs), height, width), np.uint8)
+    bg = np.clip(np.rint(background), 0, 255).astype(np.uint8)
+    by_frame: dict[int, list[int]] = {}
+    for k, r in enumerate(reqs):
+        by_frame.setdefault(int(r[0]), []).append(k)
+    frames = sorted(by_frame)
+    done = 0
+    for start, stop in _runs(frames, gap=8):
+        wanted = set(frames[start:stop])
+        for index, frame in video.frames(frames[start], frames[stop - 1] + 1):
+            if index not in wanted:
+                continue
+            if should_stop is not None and should_stop():
+                raise Cancelled("cancelled while cutting image samples")
+            diff = difference(frame, bg)
+            for k in by_frame[index]:
+                _, _, _, x, y, heading, _ = reqs[k]
+                images[k] = crop_sample(diff, x, y, heading, params)
+            done += 1
+            if progress is not None and done % 50 == 0:
+                progress(done, len(frames), "cutting image samples")
+    cols = np.array([(r[0], r[1], r[2], r[6]) for r in reqs], dtype=np.int64).reshape(-1, 4)
+    return Samples(images, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3])
+
+
+def _runs(frames: list[int], gap: int) -> list[tuple[int, int]]:
+    """Index ranges of ``frames`` whose neighbours are at most ``gap`` apart."""
+    runs, start = [], 0
+    for k in range(1, len(frames) + 1):
+        if k == len(frames) or frames[k] - frames[k - 1] > gap:
+            runs.append((start, k))
+            start = k
+    return runs
+
+
+def class_cap(counts: np.ndarray, size: tuple[int, int], max_gb: float) -> int:
+    """TRex's per-class cap: ceil(lo + 0.65·(hi − lo)), limited so that all classes together
+    stay within ``gpu_max_sample_gb`` counted as float32 images."""
+    if not len(counts):
+        return 0
+    lo, hi = int(counts.min()), int(counts.max())
+    cap = int(np.ceil(lo + 0.65 * (hi - lo)))
+    budget = int(max_gb * 1e9 / (size[0] * size[1] * 4 * len(counts)))
+    return max(1, min(cap, budget))
+
+
+def regular_subsample(index: np.ndarray, cap: int) -> np.ndarray:
+    """At most ``cap`` of ``index`` at regular intervals (keeps the spread over time)."""
+    if len(index) <= cap:
+        return index
+    return index[np.linspace(0, len(index) - 1, cap).round().astype(int)]

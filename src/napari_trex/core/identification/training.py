@@ -1,0 +1,202 @@
+"""Training: uniqueness, one training unit, and TRex's accumulation of global segments.
+
+*Uniqueness* (trex-reference §4.4, exactly): on ~333 evenly spaced frames, per frame f with
+n_f images, U_f = (#distinct argmax ids / n_f) · E(mean over those ids of their highest
+probability), E(v) = (1 + e^−π) / (1 + e^(−π·v)); the video's uniqueness is the mean U_f.
+It needs no labels, which is why it drives training: a network that tells every animal in
+every frame apart with confidence has learnt the identities.
+
+*Accumulation* (§4.5): train on the best-quality global segment (every animal in one
+tracklet, labelled by its tracking slot), then label further global segments with the
+network and accept one only if all N predicted identities are distinct and confident
+(> ``recognition_segment_add_factor`` / N); keep a new state only if uniqueness does not
+drop below 0.98 of the best; stop at ``gpu_accepted_uniqueness``; finish with a final unit
+on all images. Deviations: cross-entropy loss and 'same' padding as TRex v2 (not v1's focal
+loss), one pass over the data per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import Cancelled
+from .network import IdentityNetwork, predict, to_tensor
+
+def _e(v: np.ndarray | float) -> np.ndarray | float:
+    return (1 + math.exp(-math.pi)) / (1 + np.exp(-math.pi * np.asarray(v)))
+
+
+def uniqueness_per_frame(probs: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames, U_f)`` for softmax ``probs`` (M, N) of images taken in ``frames`` (M,)."""
+    if not len(frames):
+        return np.empty(0, np.int64), np.empty(0)
+    order = np.argsort(frames, kind="stable")
+    frames, probs = frames[order], probs[order]
+    ids = probs.argmax(axis=1)
+    best = probs.max(axis=1)
+    unique_frames, starts = np.unique(frames, return_index=True)
+    ends = np.append(starts[1:], len(frames))
+    values = np.empty(len(unique_frames))
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        f_ids, f_best = ids[a:b], best[a:b]
+        distinct = np.unique(f_ids)
+        top = [f_best[f_ids == i].max() for i in distinct]
+        values[k] = len(distinct) / (b - a) * float(_e(np.mean(top)))
+    return unique_frames, values
+
+
+def uniqueness(probs: np.ndarray, frames: np.ndarray) -> float:
+    """TRex's uniqueness: the mean over frames of U_f (0 when there are no images)."""
+    _, values = uniqueness_per_frame(probs, frames)
+    return float(values.mean()) if len(values) else 0.0
+
+
+def batch_size(n_identities: int) -> int:
+    """TRex: next power of two >= N, at most 128, at least 64."""
+    return max(64, min(128, 1 << max(0, math.ceil(math.log2(max(1, n_identities))))))
+
+
+@dataclass
+class TrainingConfig:
+    n_identities: int
+    size: tuple[int, int]
+    learning_rate: float = 1e-4
+    max_epochs: int = 150
+    accepted_uniqueness: float = 0.9
+    seed: int = 0
+
+
+@dataclass
+class UnitResult:
+    uniqueness: float
+    epochs: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_because: str = ""
+
+
+def _shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Random shift of the whole batch by up to ``max_shift`` px, zero fill (TRex's only
+    augmentation)."""
+    if max_shift <= 0:
+        return images
+    dx, dy = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=generator))
+    out = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
+    if dy > 0:
+        out[:, :, :dy] = -1.0
+    elif dy < 0:
+        out[:, :, dy:] = -1.0
+    if dx > 0:
+        out[:, :, :, :dx] = -1.0
+    elif dx < 0:
+        out[:, :, :, dx:] = -1.0
+    return out
+
+
+def train_unit(model: IdentityNetwork, train_images: np.ndarray, train_labels: np.ndarray,
+               val_images: np.ndarray, val_labels: np.ndarray, discrimination: tuple[np.ndarray, np.ndarray],
+               config: TrainingConfig, device: torch.device, *, previous_best: float = 0.0,
+               max_epochs: int | None = None, final: bool = False,
+               should_stop: Callable[[], bool] | None = None,
+               on_epoch: Callable[[dict[str, float]], None] | None = None) -> UnitResult:
+    """Train until a stopping rule of §4.3 fires; the best state by uniqueness is kept."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    loss_fn = nn.CrossEntropyLoss()
+    x_train = to_tensor(train_images, device)
+    y_train = torch.from_numpy(train_labels.astype(np.int64)).to(device)
+    disc_images, disc_frames = discrimination
+    bs = batch_size(config.n_identities)
+    shift = max(0, min(2, int(0.05 * min(config.size))))
+    epochs_cap = max_epochs if max_epochs is not None else config.max_epochs
+    best_u, best_state = -1.0, copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    reason = "max epochs"
+    epoch = 0
+    while epochs_cap == 0 or epoch < epochs_cap:
+        if should_stop is not None and should_stop():
+            raise Cancelled("training cancelled")
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator).to(device)
+        total = 0.0
+        for k in range(0, len(order), bs):
+            idx = order[k: k + bs]
+            if len(idx) < 2:
+                continue
+            optimizer.zero_grad()
+            loss = loss_fn(model(_shift(x_train[idx], shift, generator)), y_train[idx])
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        epoch += 1
+        probs_val = predict(model, val_images, device) if len(val_images) else np.empty((0, config.n_identities))
+        worst = 1.0
+        if len(val_images):
+            hits = probs_val.argmax(axis=1) == val_labels
+            worst = min(float(hits[val_labels == c].mean()) for c in np.unique(val_labels))
+        u = uniqueness(predict(model, disc_images, device), disc_frames) if len(disc_images) else 0.0
+        record = {"epoch": epoch, "loss": total / max(1, len(x_train)), "uniqueness": u,
+                  "worst_class_accuracy": worst}
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if u > best_u:
+            best_u, best_state = u, copy.deepcopy(model.state_dict())
+        if not final:
+            if u >= config.accepted_uniqueness and u >= 0.98 * previous_best:
+                reason = "uniqueness reached"
+                break
+            if (len(history) >= 2 and all(h["worst_class_accuracy"] > 0.97 for h in history[-2:])) \
+                    or worst >= 0.99:
+                reason = "every identity learnt (validation accuracy)"
+                break
+        if previous_best > 0 and epoch >= 5 and best_u < previous_best ** 2:
+            reason = "no better than before"
+            break
+        if epoch >= 10:
+            last = [h["uniqueness"] for h in history[-6:]]
+            if np.mean(np.abs(np.diff(last))) <= 0.01 / 5 and best_u >= last[-1]:
+                reason = "uniqueness plateau"
+                break
+    model.load_state_dict(best_state)
+    return UnitResult(best_u, epoch, history, reason)
+
+
+def mean_probabilities(probs: np.ndarray, groups: np.ndarray) -> dict[int, tuple[np.ndarray, int]]:
+    """Per group (tracklet): the averaged softmax vector and the number of images."""
+    out = {}
+    for g in np.unique(groups):
+        member = groups == g
+        out[int(g)] = (probs[member].mean(axis=0), int(member.sum()))
+    return out
+
+
+def label_candidate(probs: np.ndarray, groups: np.ndarray, n_identities: int,
+                    add_factor: float) -> tuple[dict[int, int] | None, str]:
+    """TRex's ``check_additional_range``: one identity per tracklet, all distinct (one missing
+    id may be repaired), each tracklet's best mean probability > add_factor / N."""
+    means = mean_probabilities(probs, groups)
+    tracklets = sorted(means)
+    if len(tracklets) != n_identities:
+        return None, "NotAllAnimals"
+    matrix = np.array([means[t][0] for t in tracklets])
+    ids = matrix.argmax(axis=1)
+    best = matrix.max(axis=1)
+    limit = add_factor / n_identities
+    if len(set(ids.tolist())) == n_identities - 1 and best.min() > limit:
+        missing = (set(range(n_identities)) - set(ids.tolist())).pop()
+        duplicate = [i for i in set(ids.tolist()) if (ids == i).sum() > 1][0]
+        rows = np.flatnonzero(ids == duplicate)
+        weaker = rows[np.argmin(best[rows])]
+        ids[weaker] = missing
+    if len(set(ids.tolist())) != n_identities:
+        return None, "NoUniqueIDs"
+    if best.min() <= limit:
+        return None, "ProbabilityTooLow"
+    return {t: int(i) for t, i in zip(tracklets, ids)}, "accepted"

@@ -1,0 +1,239 @@
+"""Visual identification: uniqueness, acceptance, crops, budget, weights, cancel, end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_trex.core.datasets import generate
+from napari_trex.core.errors import Cancelled
+from napari_trex.core.evaluation import identity_accuracy, truth_per_detection
+from napari_trex.core.identification.assignment import assign_identities
+from napari_trex.core.identification.network import (IdentityNetwork, choose_device, describe_device,
+                                                      load_weights, predict, save_weights)
+from napari_trex.core.identification.pipeline import identify
+from napari_trex.core.identification.samples import SampleParams, class_cap, crop_sample, regular_subsample
+from napari_trex.core.identification.training import label_candidate, uniqueness, uniqueness_per_frame
+from napari_trex.core.pipeline import track_video
+from napari_trex.core.results import load_identities, save_tracking, trajectory_table
+from napari_trex.core.settings import Settings
+from napari_trex.core.tracking import TrackingResult
+from napari_trex.core.tracklets import Tracklets
+from napari_trex.core.video import ArrayVideo
+
+
+def _e(v):
+    return (1 + math.exp(-math.pi)) / (1 + math.exp(-math.pi * v))
+
+
+# -- uniqueness (trex-reference §4.4) ----------------------------------------------------------
+
+def test_uniqueness_is_one_when_every_frame_has_distinct_confident_ids():
+    probs = np.tile(np.eye(3), (4, 1))
+    frames = np.repeat(np.arange(4), 3)
+    assert uniqueness(probs, frames) == pytest.approx(1.0)
+
+
+def test_uniqueness_follows_trex_formula_on_hand_made_predictions():
+    # frame 0: ids 0,0,1 with max probs .9,.6,.8 -> u = 2/3, p_0 = .9, p_1 = .8
+    # frame 1: ids 2,1,0 with max probs .5,.5,.5 -> u = 1, mean p = .5
+    probs = np.array([[.9, .05, .05], [.6, .3, .1], [.1, .8, .1],
+                      [.25, .25, .5], [.25, .5, .25], [.5, .25, .25]])
+    frames = np.array([0, 0, 0, 1, 1, 1])
+    f, values = uniqueness_per_frame(probs, frames)
+    assert f.tolist() == [0, 1]
+    assert values[0] == pytest.approx(2 / 3 * _e(0.85))
+    assert values[1] == pytest.approx(_e(0.5))
+    assert uniqueness(probs, frames) == pytest.approx((2 / 3 * _e(0.85) + _e(0.5)) / 2)
+    assert _e(1.0) == pytest.approx(1.0) and _e(0.5) == pytest.approx(0.86, abs=0.01)
+
+
+def test_automatic_target_uniqueness():
+    assert Settings().accepted_uniqueness(8) == pytest.approx(0.9375)
+
+
+# -- acceptance of a candidate segment (§4.5 step 3) --------------------------------------------
+
+def _segment(vectors):
+    """Three images per tracklet with the given mean softmax vectors."""
+    probs = np.repeat(np.asarray(vectors, float), 3, axis=0)
+    groups = np.repeat(np.arange(10, 10 + len(vectors)), 3)
+    return probs, groups
+
+
+def test_candidate_with_distinct_confident_ids_is_accepted():
+    mapping, why = label_candidate(*_segment([[.1, .8, .1], [.7, .2, .1], [.1, .1, .8]]), 3, 1.5)
+    assert why == "accepted" and mapping == {10: 1, 11: 0, 12: 2}
+
+
+def test_candidate_with_one_duplicate_is_repaired_when_confident():
+    mapping, why = label_candidate(*_segment([[.9, .05, .05], [.6, .3, .1], [.1, .1, .8]]), 3, 1.5)
+    assert why == "accepted" and mapping == {10: 0, 11: 1, 12: 2}  # weaker duplicate gets the gap
+
+
+def test_candidate_rejections():
+    _, why = label_candidate(*_segment([[.9, .05, .05], [.8, .1, .1], [.7, .2, .1]]), 3, 1.5)
+    assert why == "NoUniqueIDs"
+    _, why = label_candidate(*_segment([[.45, .3, .25], [.3, .45, .25], [.25, .3, .45]]), 3, 1.5)
+    assert why == "ProbabilityTooLow"  # best mean must exceed 1.5 / 3 = 0.5
+    _, why = label_candidate(*_segment([[.9, .1, 0], [.1, .9, 0]]), 3, 1.5)
+    assert why == "NotAllAnimals"
+
+
+# -- crops ---------------------------------------------------------------------------------------
+
+def _animal(theta, size=120, centre=(60.0, 60.0)):
+    yy, xx = np.mgrid[0:size, 0:size]
+    d = np.array([np.cos(theta), np.sin(theta)])
+    u = (xx - centre[0]) * d[0] + (yy - centre[1]) * d[1]
+    v = -(xx - centre[0]) * d[1] + (yy - centre[1]) * d[0]
+    body = ((u / 18) ** 2 + (v / 5) ** 2 <= 1) * 90.0
+    head_spot = (((u - 10) / 4) ** 2 + (v / 3) ** 2 <= 1) * 60.0
+    return (body + head_spot).astype(np.float32)
+
+
+@pytest.mark.parametrize("theta", [0.4, 1.9, -2.6, np.pi])
+def test_an_animal_rotated_by_any_angle_gives_the_same_crop(theta):
+    params = SampleParams(size=(40, 40), threshold=15)
+    reference = crop_sample(_animal(0.0), 60, 60, 0.0, params).astype(float)
+    crop = crop_sample(_animal(theta), 60, 60, theta, params).astype(float)
+    assert np.abs(crop - reference).mean() < 2.5  # interpolation only
+    assert crop[:, 22:].sum() > crop[:, :18].sum()  # the head (bright spot) points right
+
+
+def test_neighbours_are_blanked_out_of_the_crop():
+    frame = _animal(0.0) + _animal(0.0, centre=(60.0, 75.0)) * 0  # one animal ...
+    frame[74:78, 40:80] = 100  # ... and a separate bar below it
+    crop = crop_sample(frame, 60, 60, 0.0, SampleParams(size=(48, 48), threshold=15))
+    assert crop[36:, :].max() == 0
+
+
+def test_sample_budget_caps_images_per_identity():
+    counts = np.array([1000, 3000, 2000])
+    assert class_cap(counts, (80, 80), 2.0) == math.ceil(1000 + 0.65 * 2000)
+    tiny = class_cap(counts, (80, 80), 0.01)  # 0.01 GB / (80·80·4 bytes · 3 classes)
+    assert tiny == int(0.01e9 / (80 * 80 * 4 * 3))
+    picked = regular_subsample(np.arange(3000), tiny)
+    assert len(picked) == tiny and picked[0] == 0 and picked[-1] == 2999
+
+
+# -- network and device ----------------------------------------------------------------------------
+
+def test_device_is_chosen_and_described():
+    device = choose_device("automatic")
+    assert device.type in ("cpu", "cuda", "mps")
+    assert describe_device(torch.device("cpu")).startswith("cpu (")
+
+
+def test_weights_save_and_load_give_the_same_predictions(tmp_path):
+    torch.manual_seed(0)
+    model = IdentityNetwork(4, (32, 32))
+    images = np.random.default_rng(0).integers(0, 255, (5, 32, 32), dtype=np.uint8)
+    save_weights(model, tmp_path / "w.pt", {"uniqueness": 0.5})
+    loaded, meta = load_weights(tmp_path / "w.pt", torch.device("cpu"))
+    assert meta == {"uniqueness": 0.5}
+    assert np.allclose(predict(model, images, torch.device("cpu")),
+                       predict(loaded, images, torch.device("cpu")), atol=1e-6)
+
+
+# -- assigning identities to tracklets (§4.7) ------------------------------------------------------
+
+def _result(spans):
+    """A tracking result with tracklets given as (slot, start, end), one blob per slot and frame."""
+    from napari_trex.core.detection import COLUMNS, Detections
+
+    n_frames = max(e for _, _, e in spans) + 1
+    n_slots = max(s for s, _, _ in spans) + 1
+    assignment = np.full((n_frames, n_slots), -1)
+    tracklet_of = np.full((n_frames, n_slots), -1)
+    rows = 0
+    for tid, (slot, a, b) in enumerate(spans):
+        for f in range(a, b + 1):
+            assignment[f, slot] = rows
+            tracklet_of[f, slot] = tid
+            rows += 1
+    cols = {c: np.zeros(rows) for c in COLUMNS}
+    cols["blob_id"] = np.arange(rows) + 1000
+    det = Detections(cols, np.zeros(n_frames + 1, np.int64))
+    tracklets = Tracklets.from_rows([(k, s, a, b, 0) for k, (s, a, b) in enumerate(spans)])
+    return TrackingResult(det, assignment, tracklets, tracklet_of, np.zeros(assignment.shape))
+
+
+def test_identities_conflicts_ambiguity_kinematic_and_manual_first():
+    # tracklets: 0 slot0 0-49, 1 slot1 0-49, 2 slot0 50-99, 3 slot1 50-99, 4 slot2 0-99
+    result = _result([(0, 0, 49), (1, 0, 49), (0, 50, 99), (1, 50, 99), (2, 0, 99)])
+    vectors = {0: [.9, .05, .05], 1: [.85, .1, .05],  # both claim 0: the weaker loses
+               2: [.1, .8, .1], 3: [.45, .4, .15],  # 3 is ambiguous (.4/.45 >= .6)
+               4: [.05, .05, .9]}
+    groups = np.repeat(list(vectors), 10)
+    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    ids = assign_identities(result, groups, probs, 3, fps=25)
+    assert ids.identity[0] == 0 and ids.source[0] == "network"
+    assert ids.identity[4] == 2
+    assert ids.identity[2] == 1
+    # 1 lost its claim; only identity 1 is free during frames 0-49 -> kinematic
+    assert ids.identity[1] == 1 and ids.source[1] == "kinematic"
+    assert ids.identity[3] == 0 and ids.source[3] == "kinematic"
+    # a manual match wins over the network: blob of tracklet 1 in frame 10 is identity 0
+    blob = int(result.detections["blob_id"][result.assignment[10, 1]])
+    manual = assign_identities(result, groups, probs, 3, fps=25, manual={10: {0: blob}})
+    assert manual.identity[1] == 0 and manual.source[1] == "manual"
+    assert manual.identity[0] != 0
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def four_animals():
+    synthetic = generate(n_individuals=4, n_frames=300, seed=1)
+    video = ArrayVideo(synthetic.frames, 25)
+    settings = Settings().updated(track_max_individuals=4, track_max_speed=30.0,
+                                  recognition_image_size=[32, 32], gpu_max_epochs=40)
+    return synthetic, video, settings, track_video(video, settings)
+
+
+@pytest.mark.timeout(600)
+def test_four_animals_are_identified_with_high_accuracy(four_animals, tmp_path):
+    synthetic, video, settings, run = four_animals
+    events = []
+    result = identify(run, video, settings.updated(recognition_save_training_images=True),
+                      progress=events.append)
+    assert events[0]["stage"] == "device" and events[-1]["stage"] == "done"
+    assert any(e["stage"] == "step" and "uniqueness" in e for e in events)
+    table = trajectory_table(run, result.identities)
+    reference = truth_per_detection(table["x"], table["y"], table["frame"], synthetic.ground_truth, 14)
+    accuracy, _ = identity_accuracy(table["identity"], reference)
+    assert accuracy >= 0.95
+    assert (table["identity"] >= 0).mean() >= 0.9
+    assert result.uniqueness >= 0.8
+    # saving: identities, weights, validation samples (TRex keys)
+    save_tracking(run, tmp_path, result)
+    assert (load_identities(tmp_path).identity == result.identities.identity).all()
+    with np.load(tmp_path / "array_validation_samples.npz") as z:
+        assert set(z.files) == {"validation_ids", "validation_images", "ids", "images"}
+        assert z["images"].dtype == np.uint8 and z["images"].shape[1:] == (32, 32, 1)
+        assert len(z["ids"]) == len(z["images"])
+    # apply only, on the same animals, with the saved weights: the same identities
+    again = identify(run, video, settings, weights=str(tmp_path / "identification_weights.pt"),
+                     apply_only=True)
+    agreement = (again.identities.identity == result.identities.identity).mean()
+    assert agreement > 0.95
+
+
+def test_cancel_leaves_the_previous_results_intact(four_animals, tmp_path):
+    _, video, settings, run = four_animals
+    save_tracking(run, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    calls = []
+
+    def stop_soon():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(Cancelled):
+        identify(run, video, settings, should_stop=stop_soon)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after == before
