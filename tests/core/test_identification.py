@@ -237,3 +237,20 @@ def test_cancel_leaves_the_previous_results_intact(four_animals, tmp_path):
         identify(run, video, settings, should_stop=stop_soon)
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert after == before
+
+
+def test_a_long_tracklet_whose_predicted_identity_changes_for_good_is_split():
+    from napari_trex.core.identification.assignment import split_suspicious_tracklets
+    from napari_trex.core.tracklets import IDENTITY_CHANGED
+
+    result = _result([(0, 0, 199), (1, 0, 199)])
+    frames = np.concatenate([np.arange(200), np.arange(200)])
+    tracklets = np.repeat([0, 1], 200)
+    ids = np.concatenate([np.where(np.arange(200) < 120, 0, 1), np.ones(200, int)])
+    ids[[30, 31]] = 1  # a brief confusion is not a switch
+    probs = np.eye(2)[ids] * 0.9 + 0.05
+    new, sample_tracklets, cuts = split_suspicious_tracklets(result, frames, tracklets, probs, fps=25)
+    assert cuts == [(0, 120)]
+    assert new.tracklets.end[0] == 119 and new.tracklets.end_reason[0] == IDENTITY_CHANGED
+    assert (new.tracklet_of[120:, 0] == 2).all() and (new.tracklet_of[:120, 0] == 0).all()
+    assert (sample_tracklets[120:200] == 2).all() and (sample_tracklets[:120] == 0).all()

@@ -21,6 +21,7 @@ import numpy as np
 
 # TRex v1 reasons (Individual::update_add_segment); MERGED and AMBIGUOUS are napari-trex's own:
 # they end tracklets where TRex would keep going through a possible identity switch.
+# IDENTITY_CHANGED marks TRex's split of a long tracklet where the predicted identity changes.
 LOST_FOR_ONE_FRAME = 1
 TIMESTAMP_TOO_DIFFERENT = 2
 PROBABILITY_TOO_SMALL = 4
@@ -30,6 +31,7 @@ NO_BLOB = 32
 MAX_SEGMENT_LENGTH = 64
 MERGED = 128
 AMBIGUOUS = 256
+IDENTITY_CHANGED = 512
 
 REASON_NAMES = {
     LOST_FOR_ONE_FRAME: "FramesSkipped",
@@ -41,6 +43,7 @@ REASON_NAMES = {
     MAX_SEGMENT_LENGTH: "MaxSegmentLength",
     MERGED: "MergedWithAnother",
     AMBIGUOUS: "AmbiguousMatch",
+    IDENTITY_CHANGED: "IdentityChanged",
 }
 REASON_HELP = {
     "FramesSkipped": "the animal was missing in the next frame",
@@ -52,6 +55,7 @@ REASON_HELP = {
     "MaxSegmentLength": "the tracklet reached track_segment_max_length",
     "MergedWithAnother": "it merged with another animal into one blob that could not be split",
     "AmbiguousMatch": "another blob or animal was almost as likely a match (a near-crossing)",
+    "IdentityChanged": "identification saw another animal from here on (a missed switch)",
     "EndOfVideo": "the video ended",
 }
 MIN_GLOBAL_SEGMENT_FRAMES = 5

@@ -16,8 +16,72 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..tracking import TrackingResult
+from ..tracklets import IDENTITY_CHANGED, Tracklets
 
 AMBIGUITY = 0.6
+
+
+def split_suspicious_tracklets(result: TrackingResult, sample_frames: np.ndarray,
+                               sample_tracklets: np.ndarray, probs: np.ndarray, fps: float
+                               ) -> tuple[TrackingResult, np.ndarray, list[tuple[int, int]]]:
+    """Split tracklets of at least 2·fps frames where the predicted identity changes for good.
+
+    TRex (§4.7 step 2): a sliding median over 2·fps frames of the per-frame argmax id; where
+    it changes and the new id persists to the end of the window, the tracklet is cut at the
+    frame the new id first appears. Returns the updated result, the samples' tracklet ids
+    and the (old tracklet, frame) of every cut.
+    """
+    t = result.tracklets
+    window_frames = max(3, int(round(2 * fps)))
+    rows = [list(r) for r in zip(t.id, t.individual, t.start, t.end, t.end_reason)]
+    tracklet_of = result.tracklet_of.copy()
+    new_sample_tracklets = sample_tracklets.copy()
+    cuts: list[tuple[int, int]] = []
+    for tid in np.unique(sample_tracklets):
+        if t.end[tid] - t.start[tid] + 1 < window_frames:
+            continue
+        member = np.flatnonzero(sample_tracklets == tid)
+        order = member[np.argsort(sample_frames[member])]
+        frames = sample_frames[order]
+        ids = probs[order].argmax(axis=1)
+        stride = max(1, int(np.median(np.diff(frames)))) if len(frames) > 1 else 1
+        w = max(3, window_frames // stride)
+        if len(ids) < 2 * w:
+            continue
+        medians = np.array([int(np.median(ids[max(0, k - w + 1): k + 1])) for k in range(len(ids))])
+        current = medians[w - 1]
+        piece = tid
+        for k in range(w, len(ids)):
+            if medians[k] == current:
+                continue
+            persists = (medians[k: k + w] == medians[k]).all() and k + w <= len(ids)
+            if not persists:
+                continue
+            new_id = medians[k]
+            first = k
+            while first > 0 and ids[first - 1] == new_id:  # back to where the new id first shows
+                first -= 1
+            cut = int(frames[first])
+            slot = int(rows[piece][1])
+            if not rows[piece][2] < cut <= rows[piece][3]:
+                continue
+            new = len(rows)
+            rows.append([new, slot, cut, rows[piece][3], rows[piece][4]])
+            rows[piece][3] = cut - 1
+            rows[piece][4] = IDENTITY_CHANGED
+            span = slice(cut, rows[new][3] + 1)
+            tracklet_of[span, slot] = np.where(tracklet_of[span, slot] == piece, new,
+                                               tracklet_of[span, slot])
+            later = order[first:]
+            new_sample_tracklets[later] = np.where(new_sample_tracklets[later] == piece, new,
+                                                   new_sample_tracklets[later])
+            cuts.append((int(tid), cut))
+            piece, current = new, new_id
+    if not cuts:
+        return result, sample_tracklets, cuts
+    tracklets = Tracklets.from_rows([tuple(r) for r in rows])
+    return (TrackingResult(result.detections, result.assignment, tracklets, tracklet_of,
+                           result.probability), new_sample_tracklets, cuts)
 
 
 def _sig(x: float) -> float:

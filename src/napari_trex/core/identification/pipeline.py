@@ -4,7 +4,8 @@
 such as ``uniqueness``, ``epoch``, ``accepted``) so a terminal or a napari
 ``thread_worker`` can show them, and returns an :class:`IdentificationResult`. It writes
 nothing: saving happens only once everything succeeded, so a cancel (``should_stop``) or a
-crash leaves the previous results untouched.
+crash leaves the previous results untouched. On success, tracklets split because the
+predicted identity changed inside them replace ``run.result`` (the only change to ``run``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import Cancelled, NapariTrexError
 from ..pipeline import TrackingRun
 from ..settings import Settings
 from ..video import Video
-from .assignment import TrackletIdentities, assign_identities
+from .assignment import TrackletIdentities, assign_identities, split_suspicious_tracklets
 from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device,
                       load_weights, predict)
 from .samples import SampleParams, Samples, class_cap, cut_samples, regular_subsample
@@ -29,7 +30,7 @@ from .training import TrainingConfig, label_candidate, train_unit, uniqueness
 Event = dict[str, Any]
 DISCRIMINATION_FRAMES = 333
 PREDICT_PER_TRACKLET = 60  # images averaged per tracklet when applying (evenly spread)
-PREDICT_BLOCK = 20000  # images cut and predicted at a time
+PREDICT_LONG_TRACKLET = 1000  # ... and for tracklets of >= 2·fps frames (switch detection)
 
 
 @dataclass
@@ -269,19 +270,32 @@ def identify_events(
     # -- apply: predict every tracklet, assign identities --------------------------------------
     yield {"stage": "applying", "message": "predicting identities for every tracklet"}
     chosen = []
+    long_enough = 2 * run.fps
     for t in np.unique(requests.tracklet):
-        chosen.append(regular_subsample(np.flatnonzero(requests.tracklet == t), PREDICT_PER_TRACKLET))
+        members = np.flatnonzero(requests.tracklet == t)
+        # long tracklets densely (a switch inside must show), short ones a few images
+        per = PREDICT_LONG_TRACKLET if len(members) >= long_enough else PREDICT_PER_TRACKLET
+        chosen.append(regular_subsample(members, per))
     chosen_index = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, np.int64)
-    all_probs, all_tracklets = [], []
-    for a in range(0, len(chosen_index), PREDICT_BLOCK):
-        block = cut(chosen_index[a: a + PREDICT_BLOCK])
+    all_probs, all_tracklets, all_frames = [], [], []
+    block_size = max(1000, int(settings.gpu_max_sample_gb * 1e9 / (params.size[0] * params.size[1] * 4)))
+    for a in range(0, len(chosen_index), block_size):
+        block = cut(chosen_index[a: a + block_size])
         all_probs.append(predict(model, block.images, device))
         all_tracklets.append(block.tracklet)
+        all_frames.append(block.frame)
     probs = np.concatenate(all_probs) if all_probs else np.empty((0, n))
     sample_tracklets = np.concatenate(all_tracklets) if all_tracklets else np.empty(0, np.int64)
-    identities = assign_identities(run.result, sample_tracklets, probs, n, run.fps,
+    sample_frames = np.concatenate(all_frames) if all_frames else np.empty(0, np.int64)
+    tracking, sample_tracklets, cuts = split_suspicious_tracklets(
+        run.result, sample_frames, sample_tracklets, probs, run.fps)
+    if cuts:
+        yield {"stage": "split", "message": f"split {len(cuts)} tracklet(s) where the predicted "
+               "identity changed for good", "cuts": cuts}
+    identities = assign_identities(tracking, sample_tracklets, probs, n, run.fps,
                                    settings.manual_matches)
     final_u = uniqueness(predict(model, disc[0], device), disc[1]) if len(disc[0]) else 0.0
+    run.result = tracking  # only now, after success: split tracklets become the run's tracklets
     elapsed = time.perf_counter() - started
     share = _share_identified(run, identities)
     yield {"stage": "done", "uniqueness": final_u, "identified_share": share,
