@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Cancelled, NapariTrexError
-from .video import Video
+from .video import Video, rgb_to_grey
 
 ProgressCallback = Callable[..., None]
 
@@ -80,7 +80,7 @@ def sample_frames(video: Video, n_samples: int, progress: ProgressCallback | Non
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled while sampling frames")
         frame = video.read(int(i))
-        stack[k] = frame if frame.ndim == 2 else frame.mean(axis=2)
+        stack[k] = frame if frame.ndim == 2 else rgb_to_grey(frame)
         if progress is not None:
             progress(k + 1, len(indices), "sampling frames")
     return indices, stack
@@ -110,7 +110,7 @@ def load_background(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarr
     except Exception as exc:  # noqa: BLE001 - imageio raises many types
         raise NapariTrexError(f"background_image {p.name} is not a readable image ({exc})") from None
     if image.ndim == 3:
-        image = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        image = rgb_to_grey(image[..., :3])
     if image.shape != tuple(shape):
         raise NapariTrexError(f"background_image {p.name} is {image.shape[1]}x{image.shape[0]} px, "
                               f"the video {shape[1]}x{shape[0]} px")

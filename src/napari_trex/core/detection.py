@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from .errors import Cancelled, NapariTrexError
 from .settings import Settings
-from .video import Video
+from .video import Video, rgb_to_grey
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -176,14 +176,21 @@ class Detections:
             return cls(columns, data["offsets"], pixels)
 
 
+def absolute_difference(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """|background - frame| in uint8 (no overflow), greyscale whatever the frame is."""
+    if frame.ndim == 3:
+        frame = rgb_to_grey(frame)
+    return np.maximum(frame, background) - np.minimum(frame, background)
+
+
 def difference_image(frame: np.ndarray, background: np.ndarray, params: DetectionParams) -> np.ndarray:
     """How different each pixel is from the background (uint8), as TRex thresholds it."""
-    if frame.ndim == 3:
-        frame = (frame[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
     if not params.use_difference:
-        return frame
+        return rgb_to_grey(frame) if frame.ndim == 3 else frame
     if params.absolute:
-        return np.maximum(frame, background) - np.minimum(frame, background)
+        return absolute_difference(frame, background)
+    if frame.ndim == 3:
+        frame = rgb_to_grey(frame)
     return np.where(background > frame, background - frame, 0).astype(np.uint8)
 
 

@@ -254,7 +254,7 @@ class Video:
                 image = np.repeat(image[..., None], 3, axis=2)
             return np.ascontiguousarray(image)
         if image.ndim == 3:
-            image = _rgb_to_grey(image)
+            image = rgb_to_grey(image)
         return np.ascontiguousarray(image)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -270,7 +270,7 @@ class Video:
         self._cache_lock = threading.Lock()
 
 
-def _rgb_to_grey(image: np.ndarray) -> np.ndarray:
+def rgb_to_grey(image: np.ndarray) -> np.ndarray:
     """ITU-R BT.601 luma, as FFmpeg's ``gray`` conversion, keeping the input dtype."""
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
     grey = image[..., :3].astype(np.float32) @ weights

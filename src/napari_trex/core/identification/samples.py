@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..detection import absolute_difference
 from ..errors import Cancelled
 from ..video import Video
 
@@ -74,12 +75,6 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
     out = ndimage.affine_transform(window, matrix, offset=offset, output_shape=(height, width),
                                    order=1, mode="constant", cval=0.0)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def difference(frame: np.ndarray, background_u8: np.ndarray) -> np.ndarray:
-    if frame.ndim == 3:
-        frame = (frame[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
-    return np.maximum(frame, background_u8) - np.minimum(frame, background_u8)
 
 
 @dataclass
@@ -137,7 +132,7 @@ def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple[i
                 continue
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled while cutting image samples")
-            diff = difference(frame, bg)
+            diff = absolute_difference(frame, bg)
             for k in by_frame[index]:
                 _, _, _, x, y, heading, _ = reqs[k]
                 images[k] = crop_sample(diff, x, y, heading, params)
