@@ -36,7 +36,7 @@ def run_one(path: Path, settings, truth=None, label: str = "") -> None:
     run = track_video(video, settings)
     t_track = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = identify(run, video, settings, progress=lambda e: print("   ", e["message"], flush=True))
+    result = identify(run, video, settings, progress=lambda e: e["stage"] != "epoch" and print("   ", e["message"], flush=True))
     t_ident = time.perf_counter() - t0
     table = trajectory_table(run, result.identities)
     ids = result.identities

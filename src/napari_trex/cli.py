@@ -219,11 +219,23 @@ def _track(args: argparse.Namespace) -> int:
         from .core.identification.pipeline import identify
 
         identification = identify(run, video, run.settings.updated(**_identification_values(settings)),
-                                  progress=lambda event: print(event["message"]),
-                                  weights=args.weights, apply_only=args.apply_only)
+                                  progress=_print_event, weights=args.weights,
+                                  apply_only=args.apply_only)
     save_tracking(run, output, identification)
     print(f"wrote {output} in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _print_event(event: dict) -> None:
+    """Steps on their own line; epochs overwrite one line on a terminal (skipped in logs)."""
+    if event.get("stage") == "epoch":
+        if sys.stdout.isatty():
+            sys.stdout.write("\r" + event["message"].strip().ljust(70))
+            sys.stdout.flush()
+        return
+    if sys.stdout.isatty():
+        sys.stdout.write("\r" + " " * 70 + "\r")
+    print(event["message"], flush=True)
 
 
 def _identification_values(settings) -> dict:

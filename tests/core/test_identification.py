@@ -254,3 +254,35 @@ def test_a_long_tracklet_whose_predicted_identity_changes_for_good_is_split():
     assert new.tracklets.end[0] == 119 and new.tracklets.end_reason[0] == IDENTITY_CHANGED
     assert (new.tracklet_of[120:, 0] == 2).all() and (new.tracklet_of[:120, 0] == 0).all()
     assert (sample_tracklets[120:200] == 2).all() and (sample_tracklets[:120] == 0).all()
+
+
+def test_a_short_unidentified_tracklet_bridges_the_gap_between_two_pieces_of_one_identity():
+    # slot 0: identity 0 (network) 0-49, a 3-frame piece 50-52, identity 0 again 53-99;
+    # slots 1 and 2 hold identities 1 and 2; identity 3 is never seen, so during the gap two
+    # identities are free (elimination cannot decide) but only 0 connects both sides
+    result = _result([(0, 0, 49), (0, 50, 52), (0, 53, 99), (1, 0, 99), (2, 0, 99)])
+    det = result.detections
+    rows = result.assignment
+    for slot, x in ((0, 10.0), (1, 200.0), (2, 400.0)):
+        det["x"][rows[:, slot]] = x + np.arange(100)  # slot 0 moves 1 px per frame
+    vectors = {0: [.9, .04, .03, .03], 2: [.9, .04, .03, .03], 3: [.04, .9, .03, .03],
+               4: [.04, .03, .9, .03]}
+    groups = np.repeat(list(vectors), 10)
+    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    plain = assign_identities(result, groups, probs, 4, fps=25)
+    assert plain.identity[1] == -1  # identities 0 and 3 are both free in frames 50-52
+    bridged = assign_identities(result, groups, probs, 4, fps=25, max_speed_px=100.0)
+    assert bridged.identity[1] == 0 and bridged.source[1] == "kinematic"
+    too_fast = assign_identities(result, groups, probs, 4, fps=25, max_speed_px=10.0)
+    assert too_fast.identity[1] == -1  # 1 px/frame = 25 px/s is fine, but not 10 px/s
+
+
+def test_training_stops_on_a_loss_plateau_and_on_overfitting():
+    from napari_trex.core.identification.training import _loss_plateau, _overfitting
+
+    assert _loss_plateau([0.6, 0.5] + [0.31, 0.3101, 0.3102] * 3)
+    assert not _loss_plateau([1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15])
+    rising = [0.5 - 0.01 * k for k in range(30)] + [0.3, 0.31, 0.32, 0.33, 0.34]
+    assert _overfitting(rising, initial=True)
+    assert not _overfitting(rising[:12], initial=True)  # the first unit gets 30 epochs of grace
+    assert _overfitting(rising[-10:], initial=False)

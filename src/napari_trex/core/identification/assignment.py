@@ -101,7 +101,8 @@ class TrackletIdentities:
 
 def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, probs: np.ndarray,
                       n_identities: int, fps: float,
-                      manual: dict[int, dict[int, int]] | None = None) -> TrackletIdentities:
+                      manual: dict[int, dict[int, int]] | None = None,
+                      max_speed_px: float = 0.0) -> TrackletIdentities:
     t = result.tracklets
     n_tracklets = len(t)
     identity = np.full(n_tracklets, -1, np.int64)
@@ -175,4 +176,57 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
             identity[tid], source[tid] = ident, "kinematic"
             probability[tid] = float(vectors[tid][ident]) if not np.isnan(vectors[tid]).any() else 0.0
             taken[a: b + 1, ident] = True
+    # 4. gaps (what retracking achieves): a tracklet between two pieces of one identity,
+    # reachable from the end of the piece before and to the start of the piece after at
+    # track_max_speed, when exactly one free identity fits
+    if max_speed_px > 0:
+        _bridge_gaps(result, identity, source, probability, vectors, taken, n_identities, fps,
+                     max_speed_px)
     return TrackletIdentities(identity, probability, n_samples, source, vectors)
+
+
+def _bridge_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
+                 probability: np.ndarray, vectors: np.ndarray, taken: np.ndarray, n_identities: int,
+                 fps: float, max_speed_px: float) -> None:
+    t = result.tracklets
+    det = result.detections
+
+    def position(tid: int, frame: int) -> np.ndarray:
+        row = result.assignment[frame, t.individual[tid]]
+        return np.array([det["x"][row], det["y"][row]])
+
+    for _ in range(3):  # newly bridged pieces may bridge further gaps
+        changed = False
+        by_end, by_start = [], []
+        for i in range(n_identities):
+            pieces = np.flatnonzero(identity == i)
+            by_end.append((pieces[np.argsort(t.end[pieces])], np.sort(t.end[pieces])))
+            by_start.append((pieces[np.argsort(t.start[pieces])], np.sort(t.start[pieces])))
+        for tid in np.flatnonzero(identity < 0):
+            a, b = int(t.start[tid]), int(t.end[tid])
+            fits = []
+            for i in np.flatnonzero(~taken[a: b + 1].any(axis=0)):
+                ids_end, ends = by_end[i]
+                ids_start, starts = by_start[i]
+                k = int(np.searchsorted(ends, a)) - 1  # last piece ending before a
+                m = int(np.searchsorted(starts, b, side="right"))  # first piece starting after b
+                if k < 0 and m >= len(starts):
+                    continue
+                ok = True
+                if k >= 0:
+                    p = int(ids_end[k])
+                    gap = (a - t.end[p]) / fps
+                    ok &= np.hypot(*(position(tid, a) - position(p, int(t.end[p])))) <= max_speed_px * gap
+                if m < len(starts):
+                    q = int(ids_start[m])
+                    gap = (t.start[q] - b) / fps
+                    ok &= np.hypot(*(position(q, int(t.start[q])) - position(tid, b))) <= max_speed_px * gap
+                if ok:
+                    fits.append(int(i))
+            if len(fits) == 1:
+                identity[tid], source[tid] = fits[0], "kinematic"
+                probability[tid] = 0.0 if np.isnan(vectors[tid]).any() else float(vectors[tid][fits[0]])
+                taken[a: b + 1, fits[0]] = True
+                changed = True
+        if not changed:
+            break

@@ -25,7 +25,7 @@ from .assignment import TrackletIdentities, assign_identities, split_suspicious_
 from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device,
                       load_weights, predict)
 from .samples import SampleParams, Samples, class_cap, cut_samples, regular_subsample
-from .training import TrainingConfig, label_candidate, train_unit, uniqueness
+from .training import TrainingConfig, UnitResult, label_candidate, train_unit_events, uniqueness
 
 Event = dict[str, Any]
 DISCRIMINATION_FRAMES = 333
@@ -166,8 +166,17 @@ def identify_events(
                 parts_val.append(samples.subset(np.flatnonzero(is_val)))
             return Samples.concatenate(parts_train), Samples.concatenate(parts_val)
 
-        def on_epoch(record: dict[str, float]) -> None:
-            epoch_events.append(record)
+        def unit_events(label: str, *args: Any, **kwargs: Any) -> Generator[Event, None, UnitResult]:
+            """Train one unit, passing every epoch on as an event."""
+            events = train_unit_events(*args, should_stop=should_stop, **kwargs)
+            while True:
+                try:
+                    record = next(events)
+                except StopIteration as done:
+                    return done.value
+                yield {"stage": "epoch", "unit": label, **record,
+                       "message": f"  {label} epoch {record['epoch']}: uniqueness "
+                       f"{record['uniqueness']:.3f}, loss {record['loss']:.3f}"}
 
         # -- the initial unit on the best global segment -------------------------------------
         first = int(order[0])
@@ -183,9 +192,9 @@ def identify_events(
         used.update(tracklets)
         yield {"stage": "training", "message": f"initial unit on frames {segments.start[first]}-"
                f"{segments.end[first]} ({len(train_set)} images)", "step": 0}
-        epoch_events: list[dict[str, float]] = []
-        unit = train_unit(model, train_set.images, train_set.label, val_set.images, val_set.label, disc,
-                          config, device, previous_best=best_u, should_stop=should_stop, on_epoch=on_epoch)
+        unit = yield from unit_events("initial unit", model, train_set.images, train_set.label,
+                                      val_set.images, val_set.label, disc, config, device,
+                                      previous_best=best_u)
         best_u = max(best_u, unit.uniqueness)
         steps.append({"step": 0, "range": [int(segments.start[first]), int(segments.end[first])],
                       "status": "accepted", "uniqueness": unit.uniqueness, "epochs": unit.epochs,
@@ -225,10 +234,10 @@ def identify_events(
                 candidate_train = Samples.concatenate([salt, new_train])
                 candidate_val = Samples.concatenate([val_set, new_val])
                 saved = {key: v.clone() for key, v in model.state_dict().items()}
-                epoch_events = []
-                unit = train_unit(model, candidate_train.images, candidate_train.label,
-                                  candidate_val.images, candidate_val.label, disc, config, device,
-                                  previous_best=best_u, should_stop=should_stop, on_epoch=on_epoch)
+                unit = yield from unit_events(f"segment {rng}", model, candidate_train.images,
+                                              candidate_train.label, candidate_val.images,
+                                              candidate_val.label, disc, config, device,
+                                              previous_best=best_u)
                 accepted = unit.uniqueness >= 0.98 * best_u
                 if accepted:
                     train_set = Samples.concatenate([train_set, new_train])
@@ -252,10 +261,9 @@ def identify_events(
             everything = Samples.concatenate([train_set, val_set])
             saved = {key: v.clone() for key, v in model.state_dict().items()}
             epochs = max(3, int(0.25 * settings.gpu_max_epochs))
-            epoch_events = []
-            unit = train_unit(model, everything.images, everything.label, val_set.images, val_set.label,
-                              disc, config, device, previous_best=best_u, max_epochs=epochs, final=True,
-                              should_stop=should_stop, on_epoch=on_epoch)
+            unit = yield from unit_events("final step", model, everything.images, everything.label,
+                                          val_set.images, val_set.label, disc, config, device,
+                                          previous_best=best_u, max_epochs=epochs, final=True)
             kept = unit.uniqueness >= best_u
             if kept:
                 best_u = unit.uniqueness
@@ -292,8 +300,9 @@ def identify_events(
     if cuts:
         yield {"stage": "split", "message": f"split {len(cuts)} tracklet(s) where the predicted "
                "identity changed for good", "cuts": cuts}
+    max_speed_px = run.settings.track_max_speed / run.settings.pixel_size_cm(run.video_info.width)
     identities = assign_identities(tracking, sample_tracklets, probs, n, run.fps,
-                                   settings.manual_matches)
+                                   settings.manual_matches, max_speed_px)
     final_u = uniqueness(predict(model, disc[0], device), disc[1]) if len(disc[0]) else 0.0
     run.result = tracking  # only now, after success: split tracklets become the run's tracklets
     elapsed = time.perf_counter() - started

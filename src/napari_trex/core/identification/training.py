@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 from dataclasses import dataclass, field
 import numpy as np
 import torch
@@ -98,13 +99,25 @@ def _shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> 
     return out
 
 
-def train_unit(model: IdentityNetwork, train_images: np.ndarray, train_labels: np.ndarray,
-               val_images: np.ndarray, val_labels: np.ndarray, discrimination: tuple[np.ndarray, np.ndarray],
-               config: TrainingConfig, device: torch.device, *, previous_best: float = 0.0,
-               max_epochs: int | None = None, final: bool = False,
-               should_stop: Callable[[], bool] | None = None,
-               on_epoch: Callable[[dict[str, float]], None] | None = None) -> UnitResult:
-    """Train until a stopping rule of §4.3 fires; the best state by uniqueness is kept."""
+def train_unit(*args: Any, **kwargs: Any) -> UnitResult:
+    """:func:`train_unit_events` run to the end (for callers that need no per-epoch news)."""
+    events = train_unit_events(*args, **kwargs)
+    while True:
+        try:
+            next(events)
+        except StopIteration as done:
+            return done.value
+
+
+def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_labels: np.ndarray,
+                      val_images: np.ndarray, val_labels: np.ndarray,
+                      discrimination: tuple[np.ndarray, np.ndarray], config: TrainingConfig,
+                      device: torch.device, *, previous_best: float = 0.0,
+                      max_epochs: int | None = None, final: bool = False,
+                      should_stop: Callable[[], bool] | None = None
+                      ) -> Generator[dict[str, float], None, UnitResult]:
+    """Train until a stopping rule of §4.3 fires, yielding each epoch's figures; the best
+    state by uniqueness is kept and restored at the end."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -136,16 +149,17 @@ def train_unit(model: IdentityNetwork, train_images: np.ndarray, train_labels: n
             total += float(loss.detach()) * len(idx)
         epoch += 1
         probs_val = predict(model, val_images, device) if len(val_images) else np.empty((0, config.n_identities))
-        worst = 1.0
+        worst, val_loss = 1.0, float("nan")
         if len(val_images):
             hits = probs_val.argmax(axis=1) == val_labels
             worst = min(float(hits[val_labels == c].mean()) for c in np.unique(val_labels))
+            picked = probs_val[np.arange(len(val_labels)), val_labels]
+            val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean())
         u = uniqueness(predict(model, disc_images, device), disc_frames) if len(disc_images) else 0.0
-        record = {"epoch": epoch, "loss": total / max(1, len(x_train)), "uniqueness": u,
-                  "worst_class_accuracy": worst}
+        record = {"epoch": epoch, "loss": total / max(1, len(x_train)), "val_loss": val_loss,
+                  "uniqueness": u, "worst_class_accuracy": worst}
         history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+        yield record
         if u > best_u:
             best_u, best_state = u, copy.deepcopy(model.state_dict())
         if not final:
@@ -164,8 +178,37 @@ def train_unit(model: IdentityNetwork, train_images: np.ndarray, train_labels: n
             if np.mean(np.abs(np.diff(last))) <= 0.01 / 5 and best_u >= last[-1]:
                 reason = "uniqueness plateau"
                 break
+        losses = [h["val_loss"] for h in history if np.isfinite(h["val_loss"])]
+        if _loss_plateau(losses):
+            reason = "validation loss plateau"
+            break
+        if _overfitting(losses, initial=previous_best == 0):
+            reason = "overfitting (validation loss rising)"
+            break
     model.load_state_dict(best_state)
     return UnitResult(best_u, epoch, history, reason)
+
+
+def _loss_plateau(losses: list[float]) -> bool:
+    """TRex rule 5: after >= 5 epochs, the last 5 losses barely differ from the 4 before each."""
+    if len(losses) < 9:
+        return False
+    changes = [losses[k] - np.mean(losses[k - 4: k]) for k in range(len(losses) - 5, len(losses))]
+    scale = 0.05 * 10 ** (math.floor(math.log10(max(losses[-1], 1e-12))) - 1)
+    return abs(float(np.mean(changes))) < scale
+
+
+def _overfitting(losses: list[float], initial: bool) -> bool:
+    """TRex rule 6: 4 consecutive loss increases within the last 10 epochs (initial unit: only
+    after 30 epochs)."""
+    if len(losses) < (30 if initial else 5):
+        return False
+    rising = np.diff(losses[-10:]) > 0
+    run = longest = 0
+    for r in rising:
+        run = run + 1 if r else 0
+        longest = max(longest, run)
+    return longest >= 4
 
 
 def mean_probabilities(probs: np.ndarray, groups: np.ndarray) -> dict[int, tuple[np.ndarray, int]]:
