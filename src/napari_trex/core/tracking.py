@@ -170,14 +170,13 @@ def _assign_clusters(prob: np.ndarray, threshold: float) -> list[tuple[int, int]
 class _Blobs:
     """The candidate blobs of one frame, growing when merged blobs are split."""
 
-    def __init__(self, det: Detections, frame: int, base_extra: int) -> None:
+    def __init__(self, det: Detections, frame: int) -> None:
         rows = det.rows(frame)
         self.row = np.arange(rows.start, rows.stop, dtype=np.int64)
         self.pos = np.column_stack([det["x"][rows], det["y"][rows]]).astype(float)
         self.area = det["area"][rows].astype(float)
         self.blob_id = det["blob_id"][rows]
         self.alive = np.ones(len(self.row), bool)
-        self.base_extra = base_extra
 
     def add(self, parts: dict[str, np.ndarray], first_row: int) -> np.ndarray:
         k = len(parts["x"])
@@ -246,7 +245,7 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
             raise Cancelled("tracking cancelled")
         now = times[t]
         dt_frame = now - times[t - 1] if t > 0 else 1.0 / fps
-        blobs = _Blobs(detections, t, base)
+        blobs = _Blobs(detections, t)
         seen = last_frame >= 0
         lost_for = np.where(seen, now - times[np.maximum(last_frame, 0)], np.inf)
         if params.time_probability:
