@@ -328,9 +328,12 @@ def _view(args: argparse.Namespace) -> int:  # pragma: no cover - needs a displa
         getattr(viewer, f"add_{layer_type}")(data, **meta)
     viewer.window.add_plugin_dock_widget("napari-trex", "Open video")
     if args.screenshot:
+        from qtpy.QtWidgets import QApplication
         from skimage.io import imsave
 
+        viewer.window.resize(1400, 900)
         viewer.dims.set_current_step(0, min(100, viewer.dims.nsteps[0] - 1))
+        QApplication.processEvents()  # lay out the dock widgets before grabbing the window
         imsave(args.screenshot, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
         viewer.close()
         print(f"wrote {args.screenshot}")
