@@ -202,6 +202,8 @@ def _track(args: argparse.Namespace) -> int:
     settings = _load_settings(args)  # bad parameters fail here, before anything is read or written
     if (args.weights or args.apply_only) and not args.identify:
         raise NapariTrexError("--weights and --apply-only go with --identify")
+    if args.apply_only and not args.weights:
+        raise NapariTrexError("--apply-only needs weights from an earlier training (--weights FILE)")
     video = open_video(args.video)
     started = time.perf_counter()
     output = Path(args.output)
