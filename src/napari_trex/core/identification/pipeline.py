@@ -10,6 +10,7 @@ predicted identity changed inside them replace ``run.result`` (the only change t
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -84,18 +85,22 @@ def identify_events(
     video: Video,
     settings: Settings | None = None,
     *,
-    weights: str | None = None,
+    weights: str | IdentityNetwork | None = None,
     apply_only: bool = False,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Event, None, IdentificationResult]:
-    """Train (or load) the identification network and assign an identity to every tracklet."""
+    """Train (or load) the identification network and assign an identity to every tracklet.
+
+    ``weights``: a file saved by an earlier run, or a network in memory (the GUI's
+    "Continue" / "Apply only"); it is copied, never trained in place.
+    """
     settings = settings or run.settings
     started = time.perf_counter()
     n = run.n_individuals
     if n < 2:
         raise NapariTrexError("visual identification needs at least 2 animals "
                               "(track_max_individuals)")
-    if apply_only and not weights:
+    if apply_only and weights is None:
         raise NapariTrexError("apply only needs weights from an earlier training (--weights FILE)")
     configure_cpu_threads()
     device = choose_device(settings.gpu_torch_device)
@@ -120,15 +125,20 @@ def identify_events(
     disc = (discrimination.images, discrimination.frame)
     target = settings.accepted_uniqueness(n)
     config = TrainingConfig(n_identities=n, size=params.size, learning_rate=settings.gpu_learning_rate,
-                            max_epochs=settings.gpu_max_epochs, accepted_uniqueness=target)
+                            max_epochs=settings.gpu_max_epochs, accepted_uniqueness=target,
+                            min_iterations=settings.gpu_min_iterations)
     steps: list[dict[str, Any]] = []
     train_set: Samples | None = None
     val_set: Samples | None = None
 
-    if weights:
-        model, meta = load_weights(weights, device)
+    if weights is not None:
+        if isinstance(weights, IdentityNetwork):
+            model = copy.deepcopy(weights).to(device)
+        else:
+            model, _ = load_weights(weights, device)
         if model.n_identities != n or model.size != params.size:
-            raise NapariTrexError(f"the weights in {weights} are for {model.n_identities} animals and "
+            source = f"the weights in {weights}" if isinstance(weights, str) else "the earlier network"
+            raise NapariTrexError(f"{source} is for {model.n_identities} animals and "
                                   f"{model.size[0]}x{model.size[1]} px images, not {n} and "
                                   f"{params.size[0]}x{params.size[1]}")
         best_u = uniqueness(predict(model, disc[0], device), disc[1])
@@ -181,7 +191,7 @@ def identify_events(
         # -- the initial unit on the best global segment -------------------------------------
         first = int(order[0])
         tracklets = segment_tracklets(first)
-        if not weights:
+        if weights is None:
             train_set, val_set = labelled(tracklets, list(range(n)))
         else:  # continue: label the best segment with the loaded network
             probe = cut(requests.of_tracklets(tracklets))

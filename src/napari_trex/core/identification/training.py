@@ -12,7 +12,12 @@ network and accept one only if all N predicted identities are distinct and confi
 (> ``recognition_segment_add_factor`` / N); keep a new state only if uniqueness does not
 drop below 0.98 of the best; stop at ``gpu_accepted_uniqueness``; finish with a final unit
 on all images. Deviations: cross-entropy loss and 'same' padding as TRex v2 (not v1's focal
-loss), one pass over the data per epoch.
+loss); an epoch is ceil(N_train / B) steps with a floor of ``gpu_min_iterations`` (the
+reference's advice, without v1.1.9's rounding quirk). Within a unit, the per-epoch uniqueness
+that picks the best state and drives the stopping rules is computed on at most
+:data:`EPOCH_UNIQUENESS_FRAMES` of the discrimination frames (evenly spread); the unit's
+result is the uniqueness of the restored best state on all of them. On a CPU the full
+per-epoch evaluation cost more than the training itself.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from torch import nn
 
 from ..errors import Cancelled
 from .network import IdentityNetwork, predict, to_tensor
+
+EPOCH_UNIQUENESS_FRAMES = 100
+
 
 def _e(v: np.ndarray | float) -> np.ndarray | float:
     return (1 + math.exp(-math.pi)) / (1 + np.exp(-math.pi * np.asarray(v)))
@@ -58,6 +66,15 @@ def uniqueness(probs: np.ndarray, frames: np.ndarray) -> float:
     return float(values.mean()) if len(values) else 0.0
 
 
+def frame_subsample(frames: np.ndarray, max_frames: int) -> np.ndarray:
+    """Indices of the images taken in at most ``max_frames`` evenly spread distinct frames."""
+    distinct = np.unique(frames)
+    if len(distinct) <= max_frames:
+        return np.arange(len(frames))
+    keep = distinct[np.linspace(0, len(distinct) - 1, max_frames).round().astype(int)]
+    return np.flatnonzero(np.isin(frames, keep))
+
+
 def batch_size(n_identities: int) -> int:
     """TRex: next power of two >= N, at most 128, at least 64."""
     return max(64, min(128, 1 << max(0, math.ceil(math.log2(max(1, n_identities))))))
@@ -70,6 +87,7 @@ class TrainingConfig:
     learning_rate: float = 1e-4
     max_epochs: int = 150
     accepted_uniqueness: float = 0.9
+    min_iterations: int = 100  # TRex's gpu_min_iterations: fewest optimiser steps per epoch
     seed: int = 0
 
 
@@ -125,7 +143,10 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
     x_train = to_tensor(train_images, device)
     y_train = torch.from_numpy(train_labels.astype(np.int64)).to(device)
     disc_images, disc_frames = discrimination
+    quick = frame_subsample(disc_frames, EPOCH_UNIQUENESS_FRAMES)
+    quick_images, quick_frames = disc_images[quick], disc_frames[quick]
     bs = batch_size(config.n_identities)
+    steps = max(config.min_iterations, math.ceil(len(x_train) / bs)) if len(x_train) >= 2 else 0
     shift = max(0, min(2, int(0.05 * min(config.size))))
     epochs_cap = max_epochs if max_epochs is not None else config.max_epochs
     best_u, best_state = -1.0, copy.deepcopy(model.state_dict())
@@ -136,17 +157,15 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
         if should_stop is not None and should_stop():
             raise Cancelled("training cancelled")
         model.train()
-        order = torch.randperm(len(x_train), generator=generator).to(device)
-        total = 0.0
-        for k in range(0, len(order), bs):
-            idx = order[k: k + bs]
-            if len(idx) < 2:
-                continue
+        total, seen = 0.0, 0
+        for idx in _batches(len(x_train), bs, steps, generator):
+            idx = idx.to(device)
             optimizer.zero_grad()
             loss = loss_fn(model(_shift(x_train[idx], shift, generator)), y_train[idx])
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(idx)
+            seen += len(idx)
         epoch += 1
         probs_val = predict(model, val_images, device) if len(val_images) else np.empty((0, config.n_identities))
         worst, val_loss = 1.0, float("nan")
@@ -155,8 +174,8 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
             worst = min(float(hits[val_labels == c].mean()) for c in np.unique(val_labels))
             picked = probs_val[np.arange(len(val_labels)), val_labels]
             val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean())
-        u = uniqueness(predict(model, disc_images, device), disc_frames) if len(disc_images) else 0.0
-        record = {"epoch": epoch, "loss": total / max(1, len(x_train)), "val_loss": val_loss,
+        u = uniqueness(predict(model, quick_images, device), quick_frames) if len(quick_images) else 0.0
+        record = {"epoch": epoch, "loss": total / max(1, seen), "val_loss": val_loss,
                   "uniqueness": u, "worst_class_accuracy": worst}
         history.append(record)
         yield record
@@ -186,7 +205,25 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
             reason = "overfitting (validation loss rising)"
             break
     model.load_state_dict(best_state)
-    return UnitResult(best_u, epoch, history, reason)
+    if len(quick_images) < len(disc_images):
+        best_u = uniqueness(predict(model, disc_images, device), disc_frames)
+    return UnitResult(max(best_u, 0.0), epoch, history, reason)
+
+
+def _batches(n: int, size: int, steps: int, generator: torch.Generator):
+    """``steps`` batches of indices, walking through reshuffled passes over ``n`` images
+    (the last batch of a pass is cut short, never padded with repeats)."""
+    order = torch.randperm(n, generator=generator)
+    k = 0
+    for _ in range(steps):
+        if k >= n:
+            order, k = torch.randperm(n, generator=generator), 0
+        idx = order[k: k + size]
+        k += size
+        if len(idx) < 2:  # batch norm needs two images; start the next pass
+            order, k = torch.randperm(n, generator=generator), size
+            idx = order[:size]
+        yield idx
 
 
 def _loss_plateau(losses: list[float]) -> bool:
