@@ -261,9 +261,9 @@ def region_properties(labels: np.ndarray, n: int, diff: np.ndarray, y_offset: in
             "x1": x1[1:] + x_offset, "blob_id": ids[1:]}
 
 
-def detect_frame(frame: np.ndarray, background: np.ndarray, params: DetectionParams,
-                 frame_index: int = 0) -> tuple[dict[str, np.ndarray], dict[int, tuple[int, int, np.ndarray]]]:
-    """Blobs of one frame as columns, and the pixels of blobs that may be several animals."""
+def _label_foreground(frame: np.ndarray, background: np.ndarray, params: DetectionParams
+                      ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Difference image, connected components of the thresholded foreground, their count."""
     diff = difference_image(frame, background, params)
     mask = diff >= params.threshold
     if params.closing_size > 1:
@@ -276,6 +276,33 @@ def detect_frame(frame: np.ndarray, background: np.ndarray, params: DetectionPar
         cropped[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
         mask = cropped
     labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    return diff, labels, n
+
+
+PREVIEW_ANIMAL, PREVIEW_OUT_OF_RANGE = 1, 2
+
+
+def preview_labels(frame: np.ndarray, background: np.ndarray, params: DetectionParams) -> np.ndarray:
+    """What the threshold sees in one frame, for tuning before tracking: every foreground blob
+    labelled :data:`PREVIEW_ANIMAL` when its area is inside ``blob_size_ranges`` (tracking
+    will use it) or :data:`PREVIEW_OUT_OF_RANGE` when it is too small or too large."""
+    _, labels, n = _label_foreground(frame, background, params)
+    out = np.zeros(labels.shape, np.uint8)
+    if n == 0:
+        return out
+    area = np.bincount(labels.ravel(), minlength=n + 1).astype(float)
+    inside = np.zeros(n + 1, bool)
+    for lo, hi in params.size_ranges_px:
+        inside |= (area >= lo) & (area <= hi)
+    kind = np.where(inside, PREVIEW_ANIMAL, PREVIEW_OUT_OF_RANGE).astype(np.uint8)
+    kind[0] = 0
+    return kind[labels]
+
+
+def detect_frame(frame: np.ndarray, background: np.ndarray, params: DetectionParams,
+                 frame_index: int = 0) -> tuple[dict[str, np.ndarray], dict[int, tuple[int, int, np.ndarray]]]:
+    """Blobs of one frame as columns, and the pixels of blobs that may be several animals."""
+    diff, labels, n = _label_foreground(frame, background, params)
     if n == 0:
         return _empty_frame(frame_index), {}
     props = region_properties(labels, n, diff)

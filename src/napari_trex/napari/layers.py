@@ -57,3 +57,135 @@ def ground_truth_tracks_data(truth: dict[str, np.ndarray], name: str = "ground t
         "metadata": {"napari_trex": "ground_truth"},
     }
     return data.astype(float), meta, "tracks"
+
+
+# -- tracking results as layers ------------------------------------------------------------------
+
+UNIDENTIFIED_RGBA = (0.6, 0.6, 0.6, 1.0)
+IDENTIFIED_TEXT, UNIDENTIFIED_TEXT = "lime", "white"  # TRex: green numbers once identified
+_BASE_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                 "#17becf", "#bcbd22", "#f7b6d2", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896"]
+
+
+def identity_palette(n: int) -> np.ndarray:
+    """``(n, 4)`` RGBA colours, one per identity: a fixed qualitative palette first (so
+    identity 3 has the same colour in every run and panel), then evenly spaced hues."""
+    import colorsys
+
+    colours = []
+    for k in range(n):
+        if k < len(_BASE_PALETTE):
+            h = _BASE_PALETTE[k].lstrip("#")
+            colours.append([int(h[i: i + 2], 16) / 255 for i in (0, 2, 4)] + [1.0])
+        else:
+            hue = (k * 0.618033988749895) % 1.0
+            colours.append(list(colorsys.hsv_to_rgb(hue, 0.75, 0.95)) + [1.0])
+    return np.array(colours, float).reshape(n, 4)
+
+
+def identity_rgba(identity: np.ndarray, n: int) -> np.ndarray:
+    """Colour of each value of ``identity`` (-1 = unidentified: grey)."""
+    table = np.vstack([np.array(UNIDENTIFIED_RGBA)[None], identity_palette(n)])
+    return table[np.clip(np.asarray(identity, int) + 1, 0, n)]
+
+
+def identity_colour_key(identity: np.ndarray, n: int) -> np.ndarray:
+    """Identity mapped into [0, 1] for the Tracks layer's step colormap (see
+    :func:`identity_colormap`): the middle of bin ``identity + 1`` of ``n + 1`` bins."""
+    return (np.asarray(identity, float) + 1.5) / (n + 1)
+
+
+def identity_colormap(n: int) -> Any:
+    """A napari step colormap giving ``identity_colour_key`` values the palette colours
+    (napari normalises a feature to its own min..max unless it has a colormap of its own,
+    which would change colours whenever the set of identities changes)."""
+    from napari.utils.colormaps import Colormap
+
+    colours = np.vstack([np.array(UNIDENTIFIED_RGBA)[None], identity_palette(n)])
+    return Colormap(colors=colours, controls=np.linspace(0, 1, n + 2), interpolation="zero",
+                    name=f"napari-trex identities ({n})")
+
+
+def _identity_columns(run: Any, identities: Any, table: dict[str, np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Identity shown for each trajectory row and whether it is a real (identified) one.
+
+    Before identification the tracking slot is shown (as TRex does) but counts as not
+    identified; afterwards the tracklet's identity (-1 where none was given)."""
+    if identities is None:
+        return table["tracking_slot"].astype(int), np.zeros(len(table["frame"]), bool)
+    identity = table["identity"].astype(int)
+    return identity, identity >= 0
+
+
+def tracks_layer_data(run: Any, identities: Any = None, name: str = "tracks") -> LayerData:
+    """A Tracks layer: one track per tracklet (``track_id`` = tracklet id), coloured by
+    identity, with features identity, tracklet, end_reason, confidence."""
+    from ..core.results import trajectory_table
+    from ..core.tracklets import reason_names
+
+    table = trajectory_table(run, identities)
+    keep = table["tracklet"] >= 0
+    table = {k: v[keep] for k, v in table.items()}
+    order = np.lexsort((table["frame"], table["tracklet"]))
+    table = {k: v[order] for k, v in table.items()}
+    identity, identified = _identity_columns(run, identities, table)
+    n = run.n_individuals
+    tracklets = run.result.tracklets
+    reasons = np.array([reason_names(int(c)) for c in tracklets.end_reason], dtype=object)
+    data = np.column_stack([table["tracklet"], table["frame"], table["y"], table["x"]]).astype(float)
+    features = {
+        "identity": identity,
+        "identified": identified,
+        "tracklet": table["tracklet"].astype(int),
+        "end_reason": reasons[table["tracklet"]] if len(reasons) else np.empty(0, object),
+        "confidence": table["identity_confidence"].astype(float),
+        "identity_colour": identity_colour_key(identity, n),
+    }
+    meta = {
+        "name": name,
+        "features": features,
+        "color_by": "identity_colour",
+        "colormaps_dict": {"identity_colour": identity_colormap(n)},
+        "tail_length": 30,
+        "tail_width": 3,
+        "blending": "translucent",
+        "metadata": {"napari_trex": "tracks", "n_individuals": n},
+    }
+    return data, meta, "tracks"
+
+
+def points_layer_data(run: Any, identities: Any = None, name: str = "animals") -> LayerData:
+    """A Points layer of every animal in every frame (napari shows the current frame's),
+    labelled with its identity number: filled discs and green numbers once identified,
+    rings and white numbers before (the tracking slot) or where no identity was given."""
+    from ..core.results import trajectory_table
+
+    table = trajectory_table(run, identities)
+    identity, identified = _identity_columns(run, identities, table)
+    n = run.n_individuals
+    colours = identity_rgba(np.where(identity >= 0, identity, -1), n)
+    label = np.where(identity >= 0, identity.astype(str), "?").astype(object)
+    size = float(np.clip(2.0 * np.sqrt(np.median(table["area"])) if len(table["area"]) else 10.0, 6, 60))
+    data = np.column_stack([table["frame"], table["y"], table["x"]]).astype(float)
+    features = {
+        "identity": identity,
+        "identified": identified,
+        "tracklet": table["tracklet"].astype(int),
+        "confidence": table["identity_confidence"].astype(float),
+        "label": label,
+        "text_colour": np.where(identified, IDENTIFIED_TEXT, UNIDENTIFIED_TEXT).astype(object),
+    }
+    meta = {
+        "name": name,
+        "features": features,
+        "face_color": np.where(identified[:, None], colours, colours * [1, 1, 1, 0.25]),
+        "border_color": colours,
+        "border_width": 0.15,
+        "symbol": np.where(identified, "disc", "ring").astype(object),
+        "size": size,
+        "text": {"string": "{label}", "color": {"feature": "text_colour"}, "size": 11,
+                 "anchor": "upper_left", "translation": [0, -size / 2, size / 2]},
+        "metadata": {"napari_trex": "animals", "n_individuals": n},
+    }
+    return data, meta, "points"

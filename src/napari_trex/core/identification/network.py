@@ -46,6 +46,16 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def device_in_words(device: torch.device) -> str:
+    """What a biologist needs to know about where training runs: "GPU: NVIDIA H100",
+    "Apple GPU (MPS)" or "CPU only (2 threads) — training will be slower"."""
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"CPU only ({torch.get_num_threads()} threads) — training will be slower"
+
+
 def configure_cpu_threads() -> None:
     """Use every core for the CPU back end (torch's default can be fewer in containers)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

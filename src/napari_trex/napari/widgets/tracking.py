@@ -1,0 +1,228 @@
+"""Plugins > napari-trex > Tracking: set the parameters, preview the blobs, track.
+
+The panel translates between napari and the core: it reads the chosen image layer's video,
+builds :class:`Settings` from the form, runs :func:`core.pipeline.track_video` in a worker
+thread (napari's progress bar, Cancel) and hands the finished run to the viewer's
+:class:`Session`, which draws the Tracks and Points layers. The preview shows, for the
+current frame, what the threshold sees: blobs inside ``blob_size_ranges`` in green (they
+will be tracked), too small or too large ones in red.
+"""
+
+# no `from __future__ import annotations`: magicgui reads annotations at run time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
+
+from ...core.background import combine, sample_frames
+from ...core.detection import PREVIEW_ANIMAL, PREVIEW_OUT_OF_RANGE, DetectionParams, preview_labels
+from ...core.errors import NapariTrexError
+from ...core.pipeline import track_video
+from ...core.settings import parameter_info, parameter_names
+from ...core.video import ArrayVideo, open_video
+from ..session import session_for
+from ..workers import Job, callback_events
+from .form import ParameterForm
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+MAIN_PARAMETERS = ["track_max_individuals", "threshold", "blob_size_ranges", "track_max_speed",
+                   "cm_per_pixel", "averaging_method", "auto_minmax_size", "output_dir"]
+ADVANCED_SECTIONS = ("video", "detection", "tracking", "tracklets", "output")
+PREVIEW_LAYER = "blob preview"
+PREVIEW_SAMPLES = 25  # frames for the preview's quick background
+
+
+def advanced_parameters() -> list[str]:
+    return [n for n in parameter_names() if parameter_info(n)["section"] in ADVANCED_SECTIONS
+            and n not in MAIN_PARAMETERS and n not in ("manual_matches", "manual_splits")]
+
+
+def layer_video(layer: Any) -> Any:
+    """The core video behind an image layer: the file our reader opened, else the array."""
+    path = layer.metadata.get("path") if layer.metadata else None
+    if path:
+        return open_video(path, color=False)
+    data = layer.data
+    if getattr(data, "ndim", 0) not in (3, 4):
+        raise NapariTrexError(f"layer '{layer.name}' is not a video (needs time × height × width)")
+    return ArrayVideo(data, name=layer.name)
+
+
+class TrackingWidget(Container):
+    """Tracking parameters, a live blob preview, Track and Cancel."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=False)
+        self.viewer = viewer
+        self.session = session_for(viewer)
+        self.video_layer = ComboBox(label="video", name="video_layer", choices=self._image_layers,
+                                    tooltip="The image layer holding the video to track")
+        self.form = ParameterForm(MAIN_PARAMETERS, advanced_parameters(), self.session.settings)
+        self.preview = CheckBox(value=False, text="preview blobs on the current frame",
+                                name="preview",
+                                tooltip="Green: blobs that will be tracked; red: outside "
+                                "blob_size_ranges. Updates with the frame and the parameters.")
+        self.track_button = PushButton(text="Track", name="track")
+        self.cancel_button = PushButton(text="Cancel", name="cancel", enabled=False)
+        self.status = Label(value="", name="status")
+        self.extend([self.video_layer, self.form, self.preview,
+                     Container(widgets=[self.track_button, self.cancel_button], layout="horizontal",
+                               labels=False), self.status])
+        self.job: Job | None = None
+        self._background: tuple[Any, np.ndarray] | None = None  # (key, image) for the preview
+
+        self.track_button.changed.connect(self.start_tracking)
+        self.cancel_button.changed.connect(self.cancel)
+        self.preview.changed.connect(self.update_preview)
+        for w in self.form.fields():
+            w.changed.connect(self._parameter_changed)
+        self.video_layer.changed.connect(self._video_changed)
+        viewer.layers.events.inserted.connect(self._refresh_layers)
+        viewer.layers.events.removed.connect(self._refresh_layers)
+        viewer.dims.events.current_step.connect(self._frame_changed)
+
+    # -- layers ------------------------------------------------------------------------------------
+    def _image_layers(self, *_: Any) -> list[Any]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)
+                and layer.name != PREVIEW_LAYER and layer.ndim >= 3]
+
+    def _refresh_layers(self, *_: Any) -> None:
+        self.video_layer.reset_choices()
+
+    def _video_changed(self, *_: Any) -> None:
+        self._background = None
+        self.update_preview()
+
+    def _parameter_changed(self, *_: Any) -> None:
+        self.update_preview()
+
+    def _frame_changed(self, *_: Any) -> None:
+        if self.preview.value:
+            self.update_preview()
+
+    def current_frame(self) -> int:
+        return int(self.viewer.dims.current_step[0])
+
+    # -- preview -----------------------------------------------------------------------------------
+    def update_preview(self, *_: Any) -> None:
+        """Redraw (or remove) the blob preview of the current frame."""
+        if not self.preview.value:
+            if PREVIEW_LAYER in self.viewer.layers:
+                self.viewer.layers.remove(PREVIEW_LAYER)
+            return
+        layer = self.video_layer.value
+        if layer is None:
+            return
+        try:
+            settings = self.form.settings(self.session.settings)
+            video = layer_video(layer)
+            key = (layer.name, settings.averaging_method, settings.background_image)
+            if self._background is None or self._background[0] != key:
+                _, samples = sample_frames(video, min(settings.average_samples, PREVIEW_SAMPLES))
+                self._background = (key, combine(samples, settings.averaging_method))
+            frame_index = min(self.current_frame(), len(video) - 1)
+            params = DetectionParams.from_settings(settings, video.frame_shape)
+            labels = preview_labels(_grey(video.read(frame_index)), self._background[1], params)
+        except NapariTrexError as exc:
+            self.status.value = f"preview: {exc}"
+            return
+        data = labels  # 2-D: drawn over whichever frame is shown, redrawn when it changes
+        n_in = _count(labels, PREVIEW_ANIMAL)
+        n_out = _count(labels, PREVIEW_OUT_OF_RANGE)
+        self.status.value = (f"frame {frame_index}: {n_in} blob(s) in size range, "
+                             f"{n_out} outside")
+        if PREVIEW_LAYER in self.viewer.layers:
+            self.viewer.layers[PREVIEW_LAYER].data = data
+        else:
+            from napari.utils.colormaps import DirectLabelColormap
+
+            colours = {0: "transparent", PREVIEW_ANIMAL: "lime", PREVIEW_OUT_OF_RANGE: "red",
+                       None: "transparent"}
+            self.viewer.add_labels(data, name=PREVIEW_LAYER, opacity=0.5,
+                                   colormap=DirectLabelColormap(color_dict=colours),
+                                   metadata={"napari_trex": "preview"})
+
+    # -- tracking ----------------------------------------------------------------------------------
+    def start_tracking(self, *_: Any) -> Job | None:
+        """Track the chosen video in a worker; the result replaces the layers on success."""
+        from napari.utils.notifications import show_error
+
+        layer = self.video_layer.value
+        if layer is None:
+            show_error("napari-trex: open a video first (drag it onto napari), then choose it here")
+            return None
+        try:
+            settings = self.form.settings(self.session.settings)
+            video = layer_video(layer)
+        except NapariTrexError as exc:
+            show_error(f"napari-trex: {exc}")
+            return None
+        self.session.settings = settings
+        self._set_running(True)
+        self.status.value = "tracking…"
+        self.job = Job("tracking",
+                       lambda should_stop: callback_events(track_video, video, settings,
+                                                           should_stop=should_stop),
+                       on_event=self._on_event,
+                       on_result=lambda run: self._on_result(run, video, layer.name, settings),
+                       on_finish=self._on_finish)
+        return self.job.start()
+
+    def cancel(self, *_: Any) -> None:
+        if self.job is not None and self.job.running:
+            self.status.value = "cancelling…"
+            self.job.cancel()
+
+    def _set_running(self, running: bool) -> None:
+        self.track_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        total = event.get("total") or 0
+        share = f" {event['done'] / total:.0%}" if total else ""
+        self.status.value = f"{event.get('message', '')}{share}"
+
+    def _on_result(self, run: Any, video: Any, layer_name: str, settings: Any) -> None:
+        from napari.utils.notifications import show_info
+
+        from ...core.results import save_tracking
+
+        saved = ""
+        if settings.output_dir:
+            save_tracking(run, Path(settings.output_dir))
+            saved = f"; saved to {settings.output_dir}"
+        self.session.set_run(run, video, layer_name)
+        self.session.show_results(self.viewer)
+        n_tracklets = len(run.result.tracklets)
+        message = (f"tracked {run.n_individuals} animals: {n_tracklets} tracklets, "
+                   f"{len(run.segments)} global segments{saved}")
+        for line in run.auto.describe():
+            message += f"\n{line}"
+        self.status.value = message
+        show_info(f"napari-trex: {message}")
+        if settings.track_max_individuals == 0 and run.auto.n_individuals:
+            self.form.field("track_max_individuals").value = run.auto.n_individuals
+
+    def _on_finish(self, outcome: str) -> None:
+        self._set_running(False)
+        if outcome == "cancelled":
+            self.status.value = "cancelled; the earlier results are kept"
+        elif outcome == "failed":
+            self.status.value = "tracking failed (see the notification)"
+
+
+def _grey(frame: np.ndarray) -> np.ndarray:
+    from ...core.video import rgb_to_grey
+
+    return rgb_to_grey(frame) if frame.ndim == 3 else frame
+
+
+def _count(labels: np.ndarray, value: int) -> int:
+    from scipy import ndimage
+
+    return int(ndimage.label(labels == value)[1])
