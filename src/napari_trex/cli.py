@@ -328,7 +328,13 @@ def _view(args: argparse.Namespace) -> int:  # pragma: no cover - needs a displa
     viewer = napari.Viewer(title="napari-trex")
     for data, meta, layer_type in layers:
         getattr(viewer, f"add_{layer_type}")(data, **meta)
-    viewer.window.add_plugin_dock_widget("napari-trex", "Open video")
+    _, tracking = viewer.window.add_plugin_dock_widget("napari-trex", "Tracking")
+    if not args.video:  # the sample's animals: ready to press Track
+        tracking.form.field("track_max_individuals").value = 4
+        tracking.form.field("track_max_speed").value = 30.0
+    from .napari.widgets.timeline import TimelineWidget
+
+    viewer.window.add_dock_widget(TimelineWidget(viewer), name="Timeline", area="bottom")
     if args.screenshot:
         from qtpy.QtWidgets import QApplication
         from skimage.io import imsave

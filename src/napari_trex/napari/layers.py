@@ -166,7 +166,8 @@ def points_layer_data(run: Any, identities: Any = None, name: str = "animals") -
     n = run.n_individuals
     colours = identity_rgba(np.where(identity >= 0, identity, -1), n)
     label = np.where(identity >= 0, identity.astype(str), "?").astype(object)
-    size = float(np.clip(2.0 * np.sqrt(np.median(table["area"])) if len(table["area"]) else 10.0, 6, 60))
+    # about the animal's width: the marker sits on the animal without hiding it
+    size = float(np.clip(1.1 * np.sqrt(np.median(table["area"])) if len(table["area"]) else 10.0, 5, 40))
     data = np.column_stack([table["frame"], table["y"], table["x"]]).astype(float)
     features = {
         "identity": identity,
@@ -179,9 +180,9 @@ def points_layer_data(run: Any, identities: Any = None, name: str = "animals") -
     meta = {
         "name": name,
         "features": features,
-        "face_color": np.where(identified[:, None], colours, colours * [1, 1, 1, 0.25]),
+        "face_color": colours * [1, 1, 1, 0.45],
         "border_color": colours,
-        "border_width": 0.15,
+        "border_width": 0.2,
         "symbol": np.where(identified, "disc", "ring").astype(object),
         "size": size,
         "text": {"string": "{label}", "color": {"feature": "text_colour"}, "size": 11,

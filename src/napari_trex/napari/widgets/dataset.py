@@ -85,3 +85,7 @@ def _fill(table: QTableWidget, rows: list[dict[str, Any]]) -> None:
                 text = str(value)
             table.setItem(r, c, QTableWidgetItem(text))
     table.resizeColumnsToContents()
+    # tall enough for every individual without scrolling (up to 12 rows)
+    height = table.horizontalHeader().height() + 4
+    height += sum(table.rowHeight(r) for r in range(min(len(rows), 12)))
+    table.setMinimumHeight(height)

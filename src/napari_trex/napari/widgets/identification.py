@@ -186,9 +186,7 @@ class IdentificationWidget(Container):
 
     def _on_event(self, event: dict[str, Any]) -> None:
         stage = event.get("stage")
-        if stage == "device":
-            self.device.value = f"compute device: {event['device']}"
-        elif stage == "epoch":
+        if stage == "epoch":
             self.plot.add_epoch(event["uniqueness"])
         elif stage in ("step", "loaded") and "uniqueness" in event:
             accepted = bool(event.get("accepted", True))

@@ -1,0 +1,85 @@
+"""Screenshots of every napari-trex panel on the synthetic sample, for README and docs.
+
+    xvfb-run -a .venv/bin/python docs/make_screenshots.py [--out docs/screenshots]
+
+Drives the panels as a user would (set parameters, preview, Track, identify with a small
+training budget) and grabs the whole window after each step. Needs a display: Xvfb here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default=str(HERE / "screenshots"))
+    parser.add_argument("--frame", type=int, default=180)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+    from skimage.io import imsave
+
+    def settle(seconds: float = 0.3) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            QApplication.processEvents()
+            time.sleep(0.02)
+
+    def wait(job) -> None:
+        while job.running:
+            settle(0.2)
+        settle()
+
+    def shot(name: str) -> None:
+        viewer.window.resize(1500, 950)
+        settle()
+        path = out / name
+        imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+        print(f"wrote {path}")
+
+    viewer = napari.Viewer(title="napari-trex")
+    viewer.window.resize(1500, 950)
+    viewer.open_sample("napari-trex", "synthetic_animals")
+    viewer.layers["ground truth"].visible = False
+    viewer.dims.set_current_step(0, args.frame)
+    tracking_dock, tracking = viewer.window.add_plugin_dock_widget("napari-trex", "Tracking")
+    tracking.form.field("track_max_individuals").value = 4
+    tracking.form.field("track_max_speed").value = 30.0
+    tracking.preview.value = True
+    shot("tracking_preview.png")
+
+    tracking.preview.value = False
+    wait(tracking.start_tracking())
+    from napari_trex.napari.widgets.timeline import TimelineWidget
+
+    timeline = TimelineWidget(viewer)
+    viewer.window.add_dock_widget(timeline, name="Timeline", area="bottom")
+    viewer.camera.zoom = 1.6
+    shot("tracking.png")
+
+    viewer.window.remove_dock_widget(tracking_dock)
+    ident_dock, ident = viewer.window.add_plugin_dock_widget("napari-trex", "Visual identification")
+    ident.form.field("recognition_image_size").value = "[48, 48]"
+    ident.form.field("gpu_max_epochs").value = 10
+    wait(ident.start("start"))
+    shot("identification.png")
+
+    viewer.window.remove_dock_widget(ident_dock)
+    viewer.window.add_plugin_dock_widget("napari-trex", "Dataset")
+    viewer.dims.set_current_step(0, args.frame)
+    shot("dataset.png")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
