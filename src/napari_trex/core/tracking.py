@@ -38,6 +38,7 @@ from .settings import Settings
 from .tracklets import (
     LOST_FOR_ONE_FRAME,
     MANUAL_MATCH,
+    MANUAL_SPLIT,
     MAX_SEGMENT_LENGTH,
     AMBIGUOUS,
     MERGED,
@@ -78,6 +79,7 @@ class TrackingParams:
     merge_area_factor: float = 1.2  # a blob this much larger than the animal was is a merge
     unknown_merge_factor: float = 1.5  # ... for slots with no size history: vs. largest_area
     manual_matches: dict[int, dict[int, int]] = field(default_factory=dict)
+    manual_splits: dict[int, list[int]] = field(default_factory=dict)  # frame: blobs starting anew
 
     @classmethod
     def from_settings(cls, settings: Settings, fps: float, width: int, n_individuals: int,
@@ -103,6 +105,7 @@ class TrackingParams:
             reference_area=reference_area,
             largest_area=largest_area or reference_area,
             manual_matches=dict(settings.manual_matches),
+            manual_splits={int(f): list(b) for f, b in settings.manual_splits.items()},
         )
 
 
@@ -393,6 +396,7 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
                     if (score == -np.inf).all():
                         break
         # -- update slots and tracklets ---------------------------------------------------------------
+        split_here = set(params.manual_splits.get(t, ()))
         for slot in range(n):
             col = int(chosen[slot])
             if col < 0:
@@ -409,6 +413,8 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
                     reason |= TIMESTAMP_TOO_DIFFERENT
                 if slot in forced:
                     reason |= MANUAL_MATCH
+                if int(blobs.blob_id[col]) in split_here:
+                    reason |= MANUAL_SPLIT
                 elif np.isnan(chosen_p[slot]) or chosen_p[slot] < params.trusted_probability:
                     reason |= PROBABILITY_TOO_SMALL
                 if ambiguous[slot]:

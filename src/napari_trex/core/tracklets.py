@@ -32,6 +32,7 @@ MAX_SEGMENT_LENGTH = 64
 MERGED = 128
 AMBIGUOUS = 256
 IDENTITY_CHANGED = 512
+MANUAL_SPLIT = 1024  # the user split the tracklet here (manual_splits)
 
 REASON_NAMES = {
     LOST_FOR_ONE_FRAME: "FramesSkipped",
@@ -44,6 +45,7 @@ REASON_NAMES = {
     MERGED: "MergedWithAnother",
     AMBIGUOUS: "AmbiguousMatch",
     IDENTITY_CHANGED: "IdentityChanged",
+    MANUAL_SPLIT: "ManualSplit",
 }
 REASON_HELP = {
     "FramesSkipped": "the animal was missing in the next frame",
@@ -56,6 +58,7 @@ REASON_HELP = {
     "MergedWithAnother": "it merged with another animal into one blob that could not be split",
     "AmbiguousMatch": "another blob or animal was almost as likely a match (a near-crossing)",
     "IdentityChanged": "identification saw another animal from here on (a missed switch)",
+    "ManualSplit": "you split the tracklet here",
     "EndOfVideo": "the video ended",
 }
 MIN_GLOBAL_SEGMENT_FRAMES = 5
