@@ -75,6 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--retrack", action="store_true",
                        help="with --identify: track again even if DIR holds a matching tracking run")
 
+    export = commands.add_parser(
+        "export", help="write TRex-style per-individual trajectory files (cm) from a results folder")
+    export.add_argument("dir", help="a folder written by napari-trex track")
+    export.add_argument("--format", default="npz,csv", help="npz, csv or npz,csv (default)")
+    export.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
+                        help="e.g. --set cm_per_pixel=0.0123 (units of the exported X, Y, SPEED)")
+    export.add_argument("--validation-samples", action="store_true",
+                        help="also copy <video>_validation_samples.npz into DIR/data")
+
+    batch = commands.add_parser(
+        "batch", help="track (and identify) many videos with the same settings, one dask task each")
+    batch.add_argument("videos", nargs="+", help="video files")
+    batch.add_argument("--settings", required=True, help="a .toml file (Save config) or TRex .settings")
+    batch.add_argument("--output", "-o", metavar="DIR",
+                       help="results go to DIR/<video name>/ (default: <video>_trex beside each video)")
+    batch.add_argument("--identify", action="store_true", help="also run visual identification")
+    batch.add_argument("--scheduler", default="processes",
+                       help="processes (default), threads, or a dask.distributed address tcp://host:8786")
+    batch.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE")
+    batch.add_argument("--ignore-unknown", action="store_true")
+
     view = commands.add_parser("view", help="open napari with a video (or the sample) loaded")
     view.add_argument("video", nargs="?", help="video to open; without it, the synthetic sample")
     view.add_argument("--color", action="store_true", help="open in colour instead of greyscale")
@@ -91,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {
             "info": _info, "sample": _sample, "params": _params, "view": _view, "track": _track,
+            "export": _export, "batch": _batch,
         }[args.command](args)
     except NapariTrexError as exc:
         print(f"napari-trex: error: {exc}", file=sys.stderr)
@@ -226,6 +248,43 @@ def _track(args: argparse.Namespace) -> int:
     save_tracking(run, output, identification)
     print(f"wrote {output} in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .core.export import export_trajectories
+    from .core.results import load_identities_and_edits, load_tracking
+    from .core.settings import parse_assignments
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    if not formats or set(formats) - {"npz", "csv"}:
+        raise NapariTrexError(f"--format: npz, csv or npz,csv, not {args.format!r}")
+    run = load_tracking(args.dir)
+    if args.assignments:
+        run.settings = run.settings.updated(**parse_assignments(args.assignments))
+    identities, edited = load_identities_and_edits(args.dir)
+    samples = None
+    if args.validation_samples:
+        samples = Path(args.dir) / f"{Path(run.video_info.path).stem}_validation_samples.npz"
+        if not samples.is_file():
+            raise NapariTrexError(f"{samples} does not exist: identify with "
+                                  "--set recognition_save_training_images=true first")
+    written = export_trajectories(run, args.dir, identities, edited, formats, samples)
+    cm = run.settings.pixel_size_cm(run.video_info.width)
+    print(f"wrote {len(written)} files into {Path(args.dir) / 'data'} "
+          f"({'identities' if identities is not None else 'tracking slots'}; {cm:.5g} cm per pixel)")
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .core.batch import run_batch, summary_table
+
+    settings = _load_settings(args)
+    rows = run_batch(args.videos, settings, args.output, args.identify, args.scheduler)
+    print(summary_table(rows))
+    for row in rows:
+        if row["status"] != "ok":
+            print(f"napari-trex: {Path(row['video']).name}: {row['error']}", file=sys.stderr)
+    return 0 if all(r["status"] == "ok" for r in rows) else EXIT_USER_ERROR
 
 
 def _print_event(event: dict) -> None:

@@ -114,16 +114,22 @@ def _write_csv(path: Path, columns: dict[str, np.ndarray], formats: dict[str, st
             np.savetxt(fh, table, fmt=fmt, delimiter=",")
 
 
-def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None) -> list[Path]:
+def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None, *,
+                  identities: Any = None, edited: np.ndarray | None = None,
+                  settings: Settings | None = None) -> list[Path]:
     """Write a run into ``output_dir``, replacing a previous run there, never half-written.
 
     With ``identification`` (an :class:`~napari_trex.core.identification.pipeline.
     IdentificationResult`) the tables carry the final identities and the network's files
-    are written too.
+    are written too. ``identities`` alone (corrected by hand) replaces ``identities.npz`` and
+    keeps the network's files; ``edited`` marks the tracklets the user changed; ``settings``
+    (e.g. with the corrections as ``manual_matches``) is what ``settings.toml`` records.
     """
+    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".napari-trex-", dir=output_dir))
-    identities = identification.identities if identification is not None else None
+    if identities is None and identification is not None:
+        identities = identification.identities
     try:
         traj = trajectory_table(run, identities)
         _write_csv(staging / "trajectories.csv", traj,
@@ -150,7 +156,7 @@ def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None
                     "min_cells": g.min_cells, "average_samples": g.average_samples, "rank": g.rank},
                    {"average_samples": "%.1f"})
         used = identification.settings if identification is not None and identification.settings else None
-        (used or run.settings).save(staging / "settings.toml")
+        (settings or used or run.settings).save(staging / "settings.toml")
         run.detections.save(staging / "detections.npz")
         r = run.result
         np.savez_compressed(
@@ -162,11 +168,14 @@ def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None
             segment_average_samples=g.average_samples, segment_rank=g.rank)
         r.detections.save(staging / "tracked_detections.npz")
         extra = _identification_files(identification, staging, run) if identification else []
+        if identities is not None:
+            _write_identities(staging / "identities.npz", identities, edited)
+            extra = list(dict.fromkeys([*extra, "identities.npz"]))
         meta = {
             "napari_trex_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "video": run.video_info.as_dict(), "fps": run.fps, "n_individuals": run.n_individuals,
             "auto": asdict(run.auto), "timings_s": run.timings,
-            "identified": identification is not None,
+            "identified": identities is not None,
         }
         (staging / "run.json").write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
         # swap in: drop the old marker first, so a crash in between never looks complete
@@ -174,7 +183,7 @@ def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None
         if marker.exists():
             marker.unlink()
         written = []
-        if identification is None:  # a plain retrack makes earlier identities stale
+        if identities is None:  # a plain retrack makes earlier identities stale
             for name in IDENTIFICATION_FILES:
                 (output_dir / name).unlink(missing_ok=True)
         for name in (*OUTPUT_FILES[:-1], "tracked_detections.npz", *extra, "run.json"):
@@ -213,9 +222,6 @@ def _identification_files(identification: Any, staging: Path, run: TrackingRun) 
     from .identification.network import save_weights
 
     ids = identification.identities
-    np.savez_compressed(staging / "identities.npz", identity=ids.identity, probability=ids.probability,
-                        n_samples=ids.n_samples, source=ids.source.astype(str),
-                        mean_vectors=ids.mean_vectors)
     save_weights(identification.model, staging / "identification_weights.pt",
                  {"uniqueness": identification.uniqueness})
     info = {"uniqueness": identification.uniqueness, "device": identification.device,
@@ -238,13 +244,27 @@ def _identification_files(identification: Any, staging: Path, run: TrackingRun) 
     return names
 
 
+def _write_identities(path: Path, ids: Any, edited: np.ndarray | None) -> None:
+    edited = np.zeros(len(ids.identity), bool) if edited is None else np.asarray(edited, bool)
+    np.savez_compressed(path, identity=ids.identity, probability=ids.probability,
+                        n_samples=ids.n_samples, source=ids.source.astype(str),
+                        mean_vectors=ids.mean_vectors, edited=edited)
+
+
 def load_identities(output_dir: str | os.PathLike) -> Any:
-    """The per-tracklet identities saved by an identification run, or None."""
+    """The per-tracklet identities saved by an identification run (or by corrections), or None."""
+    return load_identities_and_edits(output_dir)[0]
+
+
+def load_identities_and_edits(output_dir: str | os.PathLike) -> tuple[Any, np.ndarray | None]:
+    """Identities and which tracklets the user edited (None, None when there are none)."""
     from .identification.assignment import TrackletIdentities
 
     path = Path(output_dir) / "identities.npz"
     if not path.is_file():
-        return None
+        return None, None
     with np.load(path, allow_pickle=False) as z:
-        return TrackletIdentities(z["identity"], z["probability"], z["n_samples"],
-                                  z["source"].astype(object), z["mean_vectors"])
+        ids = TrackletIdentities(z["identity"], z["probability"], z["n_samples"],
+                                 z["source"].astype(object), z["mean_vectors"])
+        edited = z["edited"] if "edited" in z.files else np.zeros(len(ids.identity), bool)
+    return ids, edited

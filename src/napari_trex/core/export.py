@@ -1,0 +1,153 @@
+"""Trajectories for analysis, in TRex's export format (trex-reference §6).
+
+One file per individual, ``<output_dir>/data/<video>_id<k>.npz`` and ``.csv``, one row per frame
+from the individual's first to its last frame: ``frame``, ``time`` (s), ``X``, ``Y`` (cm, origin
+top-left, px · ``cm_per_pixel``), ``ANGLE`` (rad from +x, the heading), ``VX``, ``VY``,
+``SPEED`` (cm/s, from the previous frame), ``missing`` (1 where the animal was not seen; its
+values are ``inf`` as in TRex), ``tracklet_id`` (-1 where missing), ``identity_confidence``
+and ``edited``; NPZ files add ``frame_segments`` (K×2 first/last frame of each tracklet).
+CSV headers carry units (``X (cm)``). Plus one combined ``<video>_trajectories.csv`` and,
+when asked, the validation samples npz. Tracklets the user removed (not animals) are left out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .corrections import REMOVED, slot_identities
+from .io import atomic_path
+from .results import heading_angles
+
+FIELDS = ("frame", "time", "X", "Y", "ANGLE", "VX", "VY", "SPEED", "missing", "tracklet_id",
+          "identity_confidence", "edited")
+UNITS = {"time": "s", "X": "cm", "Y": "cm", "ANGLE": "rad", "VX": "cm/s", "VY": "cm/s",
+         "SPEED": "cm/s"}
+INVALID = np.inf  # TRex's value for "no data" (output_invalid_value = inf)
+
+
+def individual_tables(run: Any, identities: Any = None, edited: np.ndarray | None = None
+                      ) -> dict[int, dict[str, np.ndarray]]:
+    """``{identity: {field: column}}`` for every individual with at least one frame."""
+    result = run.result
+    identities = identities if identities is not None else slot_identities(result)
+    edited = np.zeros(len(result.tracklets), bool) if edited is None else np.asarray(edited, bool)
+    cm = run.settings.pixel_size_cm(run.video_info.width)
+    det = result.detections
+    heading = heading_angles(result)
+    frames, slots = np.nonzero((result.assignment >= 0) & (result.tracklet_of >= 0))
+    tid = result.tracklet_of[frames, slots]
+    ident = identities.identity[tid]
+    keep = (ident >= 0) & (identities.source[tid] != REMOVED)
+    frames, slots, tid, ident = frames[keep], slots[keep], tid[keep], ident[keep]
+    rows = result.assignment[frames, slots]
+    tables = {}
+    for k in np.unique(ident):
+        mine = ident == k
+        f = frames[mine]
+        order = np.argsort(f, kind="stable")
+        f, r, t = f[order], rows[mine][order], tid[mine][order]
+        f, first = np.unique(f, return_index=True)  # one row per frame (never two tracklets)
+        r, t = r[first], t[first]
+        span = np.arange(f[0], f[-1] + 1)
+        at = f - f[0]
+        table = {name: np.full(len(span), INVALID) for name in ("X", "Y", "ANGLE", "VX", "VY", "SPEED")}
+        table["frame"] = span
+        table["time"] = run.times[span]
+        table["missing"] = np.ones(len(span), np.int8)
+        table["tracklet_id"] = np.full(len(span), -1, np.int64)
+        table["identity_confidence"] = np.zeros(len(span))
+        table["edited"] = np.zeros(len(span), np.int8)
+        table["X"][at] = det["x"][r] * cm
+        table["Y"][at] = det["y"][r] * cm
+        table["ANGLE"][at] = heading[r]
+        table["missing"][at] = 0
+        table["tracklet_id"][at] = t
+        table["identity_confidence"][at] = identities.probability[t]
+        table["edited"][at] = edited[t]
+        seen = table["missing"] == 0
+        both = np.flatnonzero(seen[1:] & seen[:-1]) + 1
+        dt = table["time"][both] - table["time"][both - 1]
+        table["VX"][both] = (table["X"][both] - table["X"][both - 1]) / dt
+        table["VY"][both] = (table["Y"][both] - table["Y"][both - 1]) / dt
+        table["SPEED"][both] = np.hypot(table["VX"][both], table["VY"][both])
+        pieces = np.unique(t)
+        table["frame_segments"] = np.array([[run.result.tracklets.start[p], run.result.tracklets.end[p]]
+                                            for p in pieces], np.int64).reshape(-1, 2)
+        tables[int(k)] = table
+    return tables
+
+
+def _csv(path: Path, table: dict[str, np.ndarray]) -> None:
+    header = ",".join(f"{n} ({UNITS[n]})" if n in UNITS else n for n in FIELDS)
+    columns = [table[n] for n in FIELDS]
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(header + "\n")
+        for values in zip(*columns):
+            fh.write(",".join(_fmt(v) for v in values) + "\n")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float | np.floating):
+        return "inf" if np.isinf(v) else f"{v:.4f}"
+    return str(v)
+
+
+def _npz(path: Path, table: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **table)
+
+
+def export_trajectories(run: Any, output_dir: str | os.PathLike, identities: Any = None,
+                        edited: np.ndarray | None = None, formats: tuple[str, ...] = ("npz", "csv"),
+                        validation_samples: str | os.PathLike | None = None) -> list[Path]:
+    """Write the per-individual files and the combined table into ``output_dir/data``."""
+    data = Path(output_dir) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    video = Path(run.video_info.path).stem
+    tables = individual_tables(run, identities, edited)
+    written = []
+    combined: list[dict[str, np.ndarray]] = []
+    for k, table in tables.items():
+        for fmt in formats:
+            path = data / f"{video}_id{k}.{fmt}"
+            (_npz if fmt == "npz" else _csv)(path, table)
+            written.append(path)
+        seen = table["missing"] == 0
+        combined.append({"identity": np.full(int(seen.sum()), k),
+                         **{n: table[n][seen] for n in FIELDS if n != "missing"}})
+    if combined:
+        order_cols = ["frame", "identity", *[n for n in FIELDS if n not in ("frame", "missing")]]
+        merged = {n: np.concatenate([c[n] for c in combined]) for n in order_cols}
+        order = np.lexsort((merged["identity"], merged["frame"]))
+        path = data / f"{video}_trajectories.csv"
+        header = ",".join(f"{n} ({UNITS[n]})" if n in UNITS else n for n in order_cols)
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(header + "\n")
+            for i in order:
+                fh.write(",".join(_fmt(merged[n][i]) for n in order_cols) + "\n")
+        written.append(path)
+    if validation_samples is not None and Path(validation_samples).is_file():
+        target = data / Path(validation_samples).name
+        with atomic_path(target) as tmp:
+            shutil.copyfile(validation_samples, tmp)
+        written.append(target)
+    return written
+
+
+def cm_per_pixel_from_line(start: tuple[float, float], end: tuple[float, float], length_cm: float) -> float:
+    """Calibration: a line drawn over something of known length (cm) → ``cm_per_pixel``."""
+    from .errors import SettingsError
+
+    pixels = float(np.hypot(end[0] - start[0], end[1] - start[1]))
+    if pixels <= 0:
+        raise SettingsError("the calibration line has no length: draw it from one end of the "
+                            "object to the other")
+    if not length_cm > 0:
+        raise SettingsError(f"the real length must be positive, got {length_cm}")
+    return length_cm / pixels
