@@ -118,9 +118,29 @@ def _identity_columns(run: Any, identities: Any, table: dict[str, np.ndarray]
     return identity, identity >= 0
 
 
-def tracks_layer_data(run: Any, identities: Any = None, name: str = "tracks") -> LayerData:
+def results_metadata(run: Any, kind: str, output_dir: str = "",
+                     settings: Any = None) -> dict[str, Any]:
+    """What a result layer carries so that saving and reopening it loses nothing: the number
+    of animals, the results folder and the corrections (TRex's manual_matches/splits)."""
+    settings = settings or run.settings
+    return {"napari_trex": kind, "n_individuals": run.n_individuals, "output_dir": str(output_dir),
+            "video": str(run.video_info.path),
+            "manual_matches": {int(f): {int(i): int(b) for i, b in m.items()}
+                               for f, m in settings.manual_matches.items()},
+            "manual_splits": {int(f): [int(b) for b in v] for f, v in settings.manual_splits.items()}}
+
+
+def _edited_rows(table: dict[str, np.ndarray], edited: Any) -> np.ndarray:
+    if edited is None:
+        return np.zeros(len(table["frame"]), bool)
+    edited = np.asarray(edited, bool)
+    return np.where(table["tracklet"] >= 0, edited[np.maximum(table["tracklet"], 0)], False)
+
+
+def tracks_layer_data(run: Any, identities: Any = None, name: str = "tracks", edited: Any = None,
+                      metadata: dict[str, Any] | None = None) -> LayerData:
     """A Tracks layer: one track per tracklet (``track_id`` = tracklet id), coloured by
-    identity, with features identity, tracklet, end_reason, confidence."""
+    identity, with features identity, tracklet, end_reason, confidence, edited."""
     from ..core.results import trajectory_table
     from ..core.tracklets import reason_names
 
@@ -140,6 +160,7 @@ def tracks_layer_data(run: Any, identities: Any = None, name: str = "tracks") ->
         "tracklet": table["tracklet"].astype(int),
         "end_reason": reasons[table["tracklet"]] if len(reasons) else np.empty(0, object),
         "confidence": table["identity_confidence"].astype(float),
+        "edited": _edited_rows(table, edited),
         "identity_colour": identity_colour_key(identity, n),
     }
     meta = {
@@ -150,15 +171,20 @@ def tracks_layer_data(run: Any, identities: Any = None, name: str = "tracks") ->
         "tail_length": 30,
         "tail_width": 3,
         "blending": "translucent",
-        "metadata": {"napari_trex": "tracks", "n_individuals": n},
+        "metadata": metadata or results_metadata(run, "tracks"),
     }
     return data, meta, "tracks"
 
 
-def points_layer_data(run: Any, identities: Any = None, name: str = "animals") -> LayerData:
+EDITED_SYMBOL = "diamond"
+
+
+def points_layer_data(run: Any, identities: Any = None, name: str = "animals", edited: Any = None,
+                      metadata: dict[str, Any] | None = None) -> LayerData:
     """A Points layer of every animal in every frame (napari shows the current frame's),
     labelled with its identity number: filled discs and green numbers once identified,
-    rings and white numbers before (the tracking slot) or where no identity was given."""
+    rings and white numbers before (the tracking slot) or where no identity was given, and
+    diamonds where the user corrected the identity."""
     from ..core.results import trajectory_table
 
     table = trajectory_table(run, identities)
@@ -176,17 +202,19 @@ def points_layer_data(run: Any, identities: Any = None, name: str = "animals") -
         "confidence": table["identity_confidence"].astype(float),
         "label": label,
         "text_colour": np.where(identified, IDENTIFIED_TEXT, UNIDENTIFIED_TEXT).astype(object),
+        "edited": _edited_rows(table, edited),
     }
+    symbol = np.where(features["edited"], EDITED_SYMBOL, np.where(identified, "disc", "ring"))
     meta = {
         "name": name,
         "features": features,
         "face_color": colours * [1, 1, 1, 0.45],
         "border_color": colours,
         "border_width": 0.2,
-        "symbol": np.where(identified, "disc", "ring").astype(object),
+        "symbol": symbol.astype(object),
         "size": size,
         "text": {"string": "{label}", "color": {"feature": "text_colour"}, "size": 11,
                  "anchor": "upper_left", "translation": [0, -size / 2, size / 2]},
-        "metadata": {"napari_trex": "animals", "n_individuals": n},
+        "metadata": metadata or results_metadata(run, "animals"),
     }
     return data, meta, "points"

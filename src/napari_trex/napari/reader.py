@@ -28,6 +28,12 @@ def get_reader(path: str | os.PathLike | list) -> Callable[..., list] | None:
                 return None
             path = path[0]
         p = Path(os.fspath(path))
+        if p.is_dir() and (p / "run.json").is_file():
+            return read_results
+        if p.suffix.lower() in (".npz", ".csv"):
+            from .writer import is_tracks_file
+
+            return read_tracks_file if is_tracks_file(p) else None
         if p.is_dir():
             has_images = bool(numbered_images(p))
             is_empty = not any(p.iterdir())
@@ -63,6 +69,43 @@ def read_video(path: str | os.PathLike | list, color: bool = False) -> list[Any]
     try:
         video = open_video(path, color=color)
         return [video_layer_data(video)]
+    except NapariTrexError as exc:
+        _notify_error(str(exc))
+        return NULL_LAYER
+
+
+def read_tracks_file(path: str | os.PathLike | list) -> list[Any]:
+    """A tracks layer saved with File > Save Layers (CSV or NPZ), exactly as it was."""
+    from .writer import read_tracks
+
+    if isinstance(path, list | tuple):
+        path = path[0]
+    try:
+        return read_tracks(path)
+    except NapariTrexError as exc:
+        _notify_error(str(exc))
+        return NULL_LAYER
+
+
+def read_results(path: str | os.PathLike | list) -> list[Any]:
+    """A results folder of ``napari-trex track``: the video (when it is still where it was),
+    the tracks and the animals, with identities and corrections."""
+    from ..core.results import load_identities_and_edits, load_tracking
+    from .layers import points_layer_data, results_metadata, tracks_layer_data
+
+    if isinstance(path, list | tuple):
+        path = path[0]
+    try:
+        run = load_tracking(path)
+        identities, edited = load_identities_and_edits(path)
+        layers = []
+        if Path(run.video_info.path).exists():
+            layers.append(video_layer_data(open_video(run.video_info.path)))
+        layers.append(tracks_layer_data(run, identities, "tracks", edited,
+                                        results_metadata(run, "tracks", str(path))))
+        layers.append(points_layer_data(run, identities, "animals", edited,
+                                        results_metadata(run, "animals", str(path))))
+        return layers
     except NapariTrexError as exc:
         _notify_error(str(exc))
         return NULL_LAYER

@@ -83,6 +83,7 @@ class TrackingWidget(Container):
         viewer.layers.events.inserted.connect(self._refresh_layers)
         viewer.layers.events.removed.connect(self._refresh_layers)
         viewer.dims.events.current_step.connect(self._frame_changed)
+        self.session.changed.connect(self._session_changed)
 
     # -- layers ------------------------------------------------------------------------------------
     def _image_layers(self, *_: Any) -> list[Any]:
@@ -90,6 +91,12 @@ class TrackingWidget(Container):
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)
                 and layer.name != PREVIEW_LAYER and layer.ndim >= 3]
+
+    def _session_changed(self, *_: Any) -> None:
+        """A calibration elsewhere (Corrections panel) shows up here."""
+        field = self.form.field("cm_per_pixel")
+        if field.value != self.session.settings.cm_per_pixel:
+            field.value = self.session.settings.cm_per_pixel
 
     def _refresh_layers(self, *_: Any) -> None:
         self.video_layer.reset_choices()
@@ -196,7 +203,7 @@ class TrackingWidget(Container):
         if settings.output_dir:
             save_tracking(run, Path(settings.output_dir))
             saved = f"; saved to {settings.output_dir}"
-        self.session.set_run(run, video, layer_name)
+        self.session.set_run(run, video, layer_name, settings.output_dir)
         self.session.show_results(self.viewer)
         n_tracklets = len(run.result.tracklets)
         message = (f"tracked {run.n_individuals} animals: {n_tracklets} tracklets, "
