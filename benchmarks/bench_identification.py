@@ -105,8 +105,8 @@ def main() -> int:
             run_one(SHARED / "idtrackerai_zebrafish8" / name, Settings().updated(
                 cm_per_pixel=1.0, auto_minmax_size=True, track_max_individuals=8,
                 track_max_speed=900.0, averaging_method="max", threshold=25, track_threshold=25,
-                track_max_reassign_time=0.1, recognition_image_size=[64, 64],
-                recognition_image_scale=0.5), None, f"zebrafish {name}")
+                track_max_reassign_time=0.1, recognition_image_size=[48, 48],
+                recognition_image_scale=0.4), None, f"zebrafish {name}")
     return 0
 
 

@@ -40,7 +40,7 @@ def main() -> int:
         settle()
 
     def shot(name: str) -> None:
-        viewer.window.resize(1500, 950)
+        viewer.window.resize(1700, 980)
         settle()
         path = out / name
         imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
@@ -74,9 +74,29 @@ def main() -> int:
     shot("identification.png")
 
     viewer.window.remove_dock_widget(ident_dock)
-    viewer.window.add_plugin_dock_widget("napari-trex", "Dataset")
+    dataset_dock, _ = viewer.window.add_plugin_dock_widget("napari-trex", "Dataset")
     viewer.dims.set_current_step(0, args.frame)
     shot("dataset.png")
+
+    # corrections: select the animal with the least confident tracklet here, give it another id
+    viewer.window.remove_dock_widget(dataset_dock)
+    _, corrections = viewer.window.add_plugin_dock_widget("napari-trex", "Corrections")
+    from napari_trex.napari.session import session_for
+
+    session = session_for(viewer)
+    frame = args.frame
+    seen = session.run.result.tracklet_of[frame]
+    tid = int(min((t for t in seen if t >= 0), key=lambda t: session.identities.probability[t]))
+    slot = int(list(seen).index(tid))
+    row = session.run.result.assignment[frame, slot]
+    det = session.run.result.detections
+    corrections.select_at(det["x"][row], det["y"][row])
+    viewer.camera.center = (det["y"][row], det["x"][row])
+    viewer.camera.zoom = 2.5
+    shot("corrections_select.png")
+    current = int(session.identities.identity[tid])
+    corrections.assign((current + 1) % session.run.n_individuals if current >= 0 else 0)
+    shot("corrections.png")
     viewer.close()
     return 0
 

@@ -158,3 +158,22 @@ def test_identification_panel_trains_plots_and_updates_identities(tracking_panel
     job = ident.start("apply")
     wait_for(qtbot, job, timeout=300_000)
     assert job.outcome == "done" and session.identities is not None
+
+
+def test_identification_without_a_global_segment_is_a_notification(tracking_panel, qtbot, monkeypatch):
+    from napari_trex.core.tracklets import GlobalSegments
+
+    viewer, panel = tracking_panel
+    wait_for(qtbot, panel.start_tracking())
+    session = session_for(viewer)
+    empty = np.empty(0, int)
+    session.run.segments = GlobalSegments(empty, empty, empty.astype(float), empty.astype(float), empty)
+    errors = []
+    monkeypatch.setattr("napari_trex.napari.workers.show_error", errors.append)
+    ident = open_panel(viewer, "Visual identification")
+    job = ident.start("start")
+    wait_for(qtbot, job)
+    assert job.outcome == "failed"
+    assert errors and "no global segment" in errors[0]
+    assert session.identities is None  # nothing changed
+    assert ident.start_button.enabled

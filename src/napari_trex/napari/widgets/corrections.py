@@ -214,9 +214,9 @@ class CorrectionsWidget(Container):
             self.viewer.layers[SELECTION_LAYER].data = data
         else:
             active = self.viewer.layers.selection.active
-            layer = self.viewer.add_points(data, name=SELECTION_LAYER, symbol="ring", size=size,
-                                           face_color="white", border_color="white",
-                                           metadata={"napari_trex": "selection"})
+            layer = self.viewer.add_points(data, name=SELECTION_LAYER, symbol="disc", size=size,
+                                           face_color="transparent", border_color="white",
+                                           border_width=0.12, metadata={"napari_trex": "selection"})
             keybindings.bind(layer, self.actions)
             if active is not None:  # keep working on the layer the user had chosen
                 self.viewer.layers.selection.active = active
