@@ -85,15 +85,9 @@ def run_batch(videos: list[str | os.PathLike], settings: Settings, output_root: 
     tasks = [dask.delayed(_safe_task, pure=False)(str(v), str(o), text, identify)
              for v, o in zip(videos, outputs)]
     if isinstance(scheduler, str) and "://" in scheduler:
-        try:
-            from distributed import Client
-        except ImportError as exc:  # pragma: no cover - distributed is in the extras
-            raise NapariTrexError("a scheduler address needs dask.distributed: "
-                                  "pip install 'napari-trex[cluster]'") from exc
-        try:
-            client = Client(scheduler, timeout="10s")
-        except OSError as exc:
-            raise NapariTrexError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
+        from .scheduling import distributed_client
+
+        client = distributed_client(scheduler)
         with client:
             return list(client.gather(client.compute(tasks)))
     if not isinstance(scheduler, str):  # a distributed.Client

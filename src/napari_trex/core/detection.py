@@ -512,15 +512,10 @@ def _compute_with_progress(tasks: list[Any], ranges: list[tuple[int, int]], sche
 
         with _Progress():
             return list(dask.compute(*tasks, scheduler="processes", num_workers=num_workers))
-    try:
-        from distributed import Client, as_completed
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise NapariTrexError("a scheduler address needs dask.distributed: pip install "
-                              "'dask[distributed]'") from None
-    try:
-        client = Client(scheduler, timeout="5s")
-    except OSError as exc:
-        raise NapariTrexError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
+    from .scheduling import distributed_client
+
+    client = distributed_client(scheduler, timeout="5s")
+    from distributed import as_completed
     with client:
         futures = client.compute(tasks)
         index = {f.key: k for k, f in enumerate(futures)}

@@ -127,3 +127,16 @@ class Job:
             self.outcome = "cancelled" if self._stop.is_set() else "done"
         if self._on_finish is not None:
             self._on_finish(self.outcome)
+
+
+class JobPanel:
+    """What every panel that runs core work shares: its current job and a Cancel."""
+
+    job: Job | None = None
+    status: Any  # a magicgui Label
+
+    def cancel(self, *_: Any) -> None:
+        """Ask the running job to stop; the earlier results stay."""
+        if self.job is not None and self.job.running:
+            self.status.value = "cancelling…"
+            self.job.cancel()

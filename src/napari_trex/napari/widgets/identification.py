@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 from ...core.errors import NapariTrexError
 from ...core.settings import parameter_info, parameter_names
 from ..session import session_for
-from ..workers import Job
+from ..workers import Job, JobPanel
 from .form import ParameterForm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,7 +99,7 @@ class UniquenessPlot(QWidget):
         p.end()
 
 
-class IdentificationWidget(Container):
+class IdentificationWidget(JobPanel, Container):
     """Parameters, device, Start / Continue / Apply only / Restart / Cancel, live plot."""
 
     def __init__(self, viewer: "napari.viewer.Viewer") -> None:
@@ -173,11 +173,6 @@ class IdentificationWidget(Container):
                        on_result=lambda result: self._on_result(result, settings),
                        on_finish=self._on_finish)
         return self.job.start()
-
-    def cancel(self, *_: Any) -> None:
-        if self.job is not None and self.job.running:
-            self.status.value = "cancelling…"
-            self.job.cancel()
 
     def _set_running(self, running: bool) -> None:
         for b in (self.start_button, self.continue_button, self.apply_button, self.restart_button):

@@ -22,7 +22,7 @@ from ...core.pipeline import track_video
 from ...core.settings import parameter_info, parameter_names
 from ...core.video import ArrayVideo, open_video
 from ..session import session_for
-from ..workers import Job, callback_events
+from ..workers import Job, JobPanel, callback_events
 from .form import ParameterForm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,7 +51,7 @@ def layer_video(layer: Any) -> Any:
     return ArrayVideo(data, name=layer.name)
 
 
-class TrackingWidget(Container):
+class TrackingWidget(JobPanel, Container):
     """Tracking parameters, a live blob preview, Track and Cancel."""
 
     def __init__(self, viewer: "napari.viewer.Viewer") -> None:
@@ -179,11 +179,6 @@ class TrackingWidget(Container):
                        on_result=lambda run: self._on_result(run, video, layer.name, settings),
                        on_finish=self._on_finish)
         return self.job.start()
-
-    def cancel(self, *_: Any) -> None:
-        if self.job is not None and self.job.running:
-            self.status.value = "cancelling…"
-            self.job.cancel()
 
     def _set_running(self, running: bool) -> None:
         self.track_button.enabled = not running
