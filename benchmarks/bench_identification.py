@@ -98,7 +98,7 @@ def main() -> int:
             run_one(flies / "clip.mp4", Settings().updated(
                 cm_per_pixel=1.0, auto_minmax_size=True, track_max_individuals=2,
                 track_max_speed=600.0, averaging_method="min", threshold=40, track_threshold=40,
-                recognition_image_size=[96, 96], recognition_image_scale=0.5), gt, "flies")
+                recognition_image_size=[64, 64], recognition_image_scale=0.5), gt, "flies")
         for name in ("test_A.avi", "test_B.avi"):
             if not wanted(name[:-4]):
                 continue

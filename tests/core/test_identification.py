@@ -286,3 +286,21 @@ def test_training_stops_on_a_loss_plateau_and_on_overfitting():
     assert _overfitting(rising, initial=True)
     assert not _overfitting(rising[:12], initial=True)  # the first unit gets 30 epochs of grace
     assert _overfitting(rising[-10:], initial=False)
+
+
+def test_a_unit_stops_when_nothing_is_left_to_learn():
+    """Two trivially different identities: the final step (no uniqueness target) stops early
+    once every validation image is right with ~0 loss, instead of running its epoch cap."""
+    from napari_trex.core.identification.training import TrainingConfig, train_unit
+
+    rng = np.random.default_rng(0)
+    images = np.concatenate([rng.integers(0, 30, (40, 16, 16)), rng.integers(200, 255, (40, 16, 16))])
+    labels = np.repeat([0, 1], 40)
+    frames = np.tile(np.arange(40), 2)
+    model = IdentityNetwork(2, (16, 16))
+    config = TrainingConfig(n_identities=2, size=(16, 16), learning_rate=1e-2, max_epochs=40,
+                            accepted_uniqueness=0.9, min_iterations=20)
+    unit = train_unit(model, images.astype(np.uint8), labels, images.astype(np.uint8), labels,
+                      (images.astype(np.uint8), frames), config, torch.device("cpu"), final=True)
+    assert unit.stopped_because.startswith("nothing left to learn")
+    assert unit.epochs < 40 and unit.uniqueness > 0.9

@@ -17,7 +17,10 @@ reference's advice, without v1.1.9's rounding quirk). Within a unit, the per-epo
 that picks the best state and drives the stopping rules is computed on at most
 :data:`EPOCH_UNIQUENESS_FRAMES` of the discrimination frames (evenly spread); the unit's
 result is the uniqueness of the restored best state on all of them. On a CPU the full
-per-epoch evaluation cost more than the training itself.
+per-epoch evaluation cost more than the training itself. One stopping rule is added to §4.3:
+a unit (the final step too) ends when two epochs in a row classify every validation image
+correctly with a validation loss below :data:`NOTHING_LEFT_LOSS`; TRex's relative loss-plateau
+rule rarely fires at such tiny losses, so the final step ran its full epoch cap for nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ..errors import Cancelled
 from .network import IdentityNetwork, predict, to_tensor
 
 EPOCH_UNIQUENESS_FRAMES = 100
+NOTHING_LEFT_LOSS = 1e-3  # validation loss below this, every image right: more epochs only cost time
 
 
 def _e(v: np.ndarray | float) -> np.ndarray | float:
@@ -198,6 +202,10 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                 reason = "uniqueness plateau"
                 break
         losses = [h["val_loss"] for h in history if np.isfinite(h["val_loss"])]
+        if len(losses) >= 2 and max(losses[-2:]) < NOTHING_LEFT_LOSS and \
+                all(h["worst_class_accuracy"] >= 1.0 for h in history[-2:]):
+            reason = "nothing left to learn (validation loss ~0)"
+            break
         if _loss_plateau(losses):
             reason = "validation loss plateau"
             break
