@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--ignore-unknown", action="store_true")
 
     view = commands.add_parser("view", help="open napari with a video (or the sample) loaded")
-    view.add_argument("video", nargs="?", help="video to open; without it, the synthetic sample")
+    view.add_argument("video", nargs="?", help="video or results folder to open; without it, the "
+                      "synthetic sample")
     view.add_argument("--color", action="store_true", help="open in colour instead of greyscale")
     view.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window and quit")
     return parser
@@ -377,7 +378,14 @@ def _view(args: argparse.Namespace) -> int:  # pragma: no cover - needs a displa
     from .napari.reader import read_video
     from .napari.sample_data import make_sample_data
 
-    if args.video:
+    results = bool(args.video) and (Path(args.video) / "run.json").is_file()
+    if results:  # a results folder: the video, tracks, animals and corrections
+        from .core.results import load_tracking
+        from .napari.reader import read_results
+
+        load_tracking(args.video)  # fail early, on the command line, with our message
+        layers = read_results(args.video)
+    elif args.video:
         from .core.video import open_video
 
         open_video(args.video).close()  # fail early, on the command line, with our message
@@ -387,6 +395,8 @@ def _view(args: argparse.Namespace) -> int:  # pragma: no cover - needs a displa
     viewer = napari.Viewer(title="napari-trex")
     for data, meta, layer_type in layers:
         getattr(viewer, f"add_{layer_type}")(data, **meta)
+    if results:
+        viewer.window.add_plugin_dock_widget("napari-trex", "Corrections")
     _, tracking = viewer.window.add_plugin_dock_widget("napari-trex", "Tracking")
     if not args.video:  # the sample's animals: ready to press Track
         tracking.form.field("track_max_individuals").value = 4
