@@ -101,3 +101,4 @@ def test_dataset_rows_show_the_averaged_prediction(run):
     for row in after:
         assert row["predicted"] == row["individual"] and row["probability"] == pytest.approx(0.8)
         assert row["frames"] >= best[1] - best[0] + 1
+        assert row["travelled_cm"] > 0  # the animals move

@@ -91,10 +91,11 @@ def dataset_rows(run: Any, identities: Any, segment: tuple[int, int]) -> list[di
         tid = int(tid)
         row: dict[str, Any] = {"individual": slot, "tracklet": tid, "identity": "", "source": "",
                                "predicted": "", "probability": float("nan"), "samples": 0,
-                               "frames": 0}
+                               "frames": 0, "travelled_cm": float("nan")}
         if tid >= 0:
             t = run.result.tracklets
             row["frames"] = int(t.end[tid] - t.start[tid] + 1)
+            row["travelled_cm"] = _travelled_cm(run, tid)
             if identities is not None:
                 vector = identities.mean_vectors[tid]
                 row["identity"] = int(identities.identity[tid])
@@ -105,6 +106,18 @@ def dataset_rows(run: Any, identities: Any, segment: tuple[int, int]) -> list[di
                     row["probability"] = float(np.max(vector))
         rows.append(row)
     return rows
+
+
+def _travelled_cm(run: Any, tracklet: int) -> float:
+    """Path length of one tracklet in cm (TRex's "cm travelled" in the dataset view)."""
+    r = run.result
+    t = r.tracklets
+    slot = int(t.individual[tracklet])
+    frames = np.arange(t.start[tracklet], t.end[tracklet] + 1)
+    rows = r.assignment[frames, slot]
+    rows = rows[(rows >= 0) & (r.tracklet_of[frames, slot] == tracklet)]
+    x, y = r.detections["x"][rows], r.detections["y"][rows]
+    return float(np.hypot(np.diff(x), np.diff(y)).sum() * run.settings.pixel_size_cm(run.video_info.width))
 
 
 def segment_quality(run: Any, segment: tuple[int, int]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 COLUMNS = ["individual", "tracklet", "identity", "source", "predicted", "probability", "samples",
-           "frames"]
+           "frames", "travelled_cm"]
 
 
 class DatasetWidget(QWidget):
