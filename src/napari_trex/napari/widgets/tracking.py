@@ -73,6 +73,7 @@ class TrackingWidget(JobPanel, Container):
                                labels=False), self.status])
         self.job: Job | None = None
         self._background: tuple[Any, np.ndarray] | None = None  # (key, image) for the preview
+        self._video: tuple[Any, Any] | None = None  # (layer, core video): opened once per layer
 
         self.track_button.changed.connect(self.start_tracking)
         self.cancel_button.changed.connect(self.cancel)
@@ -105,6 +106,12 @@ class TrackingWidget(JobPanel, Container):
         self._background = None
         self.update_preview()
 
+    def video_of(self, layer: Any) -> Any:
+        """The core video of ``layer``, opened once (the preview reads a frame per step)."""
+        if self._video is None or self._video[0] is not layer:
+            self._video = (layer, layer_video(layer))
+        return self._video[1]
+
     def _parameter_changed(self, *_: Any) -> None:
         self.update_preview()
 
@@ -127,7 +134,7 @@ class TrackingWidget(JobPanel, Container):
             return
         try:
             settings = self.form.settings(self.session.settings)
-            video = layer_video(layer)
+            video = self.video_of(layer)
             key = (layer.name, settings.averaging_method, settings.background_image)
             if self._background is None or self._background[0] != key:
                 _, samples = sample_frames(video, min(settings.average_samples, PREVIEW_SAMPLES))
