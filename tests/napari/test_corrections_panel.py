@@ -197,3 +197,28 @@ def test_edits_without_a_selection_are_a_notification(make_napari_viewer, monkey
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Corrections")
     widget.assign(1)
     assert errors and "first" in errors[0]
+
+
+def test_tracking_again_from_the_panel_keeps_the_corrections(panel, qtbot):
+    viewer, widget = panel
+    tid, frame, slot = longest_frame(viewer)
+    viewer.dims.set_current_step(0, frame)
+    widget.select(tid)
+    new = (slot + 1) % 3
+    widget.assign(new)
+    blob = session_for(viewer).edit().blob_at(tid, frame)
+    _, tracking = viewer.window.add_plugin_dock_widget(PLUGIN, "Tracking")
+    tracking.form.field("track_max_individuals").value = 3
+    tracking.form.field("track_max_speed").value = 30.0
+    job = tracking.start_tracking()
+    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    assert job.outcome == "done"
+    session = session_for(viewer)
+    r = session.run.result
+    holder = [s for s in range(3) if r.assignment[frame, s] >= 0
+              and r.detections["blob_id"][r.assignment[frame, s]] == blob][0]
+    retracked = int(r.tracklet_of[frame, holder])
+    assert session.identities.identity[retracked] == new
+    assert session.identities.source[retracked] == "manual"
+    points = viewer.layers[POINTS_LAYER]
+    assert (points.symbol[points.features["tracklet"].to_numpy() == retracked] == "diamond").all()

@@ -142,9 +142,10 @@ class CorrectionsWidget(Container):
         self.identity.reset_choices()
         if self.session.output_dir and not str(self.folder.value).strip(". "):
             self.folder.value = self.session.output_dir
-        if self.selected is not None and (self.session.run is None or
-                                          self.selected >= len(self.session.run.result.tracklets)):
+        if self.session.run is not getattr(self, "_run_seen", None):  # a new run: new tracklet ids
+            self._run_seen = self.session.run
             self.selected = None
+            self._review_position = -1
         self._show_selection()
 
     def _refresh(self) -> None:
