@@ -82,13 +82,15 @@ def individual_tables(run: Any, identities: Any = None, edited: np.ndarray | Non
     return tables
 
 
-def _csv(path: Path, table: dict[str, np.ndarray]) -> None:
-    header = ",".join(f"{n} ({UNITS[n]})" if n in UNITS else n for n in FIELDS)
-    columns = [table[n] for n in FIELDS]
+def _csv(path: Path, table: dict[str, np.ndarray], names: tuple[str, ...] | list[str] = FIELDS,
+         order: np.ndarray | None = None) -> None:
+    """``names`` as CSV columns, headed ``name (unit)``, rows in ``order`` (atomic)."""
+    header = ",".join(f"{n} ({UNITS[n]})" if n in UNITS else n for n in names)
+    rows = range(len(table[names[0]])) if order is None else order
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(header + "\n")
-        for values in zip(*columns):
-            fh.write(",".join(_fmt(v) for v in values) + "\n")
+        for i in rows:
+            fh.write(",".join(_fmt(table[n][i]) for n in names) + "\n")
 
 
 def _fmt(v: Any) -> str:
@@ -126,11 +128,7 @@ def export_trajectories(run: Any, output_dir: str | os.PathLike, identities: Any
         merged = {n: np.concatenate([c[n] for c in combined]) for n in order_cols}
         order = np.lexsort((merged["identity"], merged["frame"]))
         path = data / f"{video}_trajectories.csv"
-        header = ",".join(f"{n} ({UNITS[n]})" if n in UNITS else n for n in order_cols)
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(header + "\n")
-            for i in order:
-                fh.write(",".join(_fmt(merged[n][i]) for n in order_cols) + "\n")
+        _csv(path, merged, order_cols, order)
         written.append(path)
     if validation_samples is not None and Path(validation_samples).is_file():
         target = data / Path(validation_samples).name

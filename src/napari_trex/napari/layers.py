@@ -83,10 +83,14 @@ def identity_palette(n: int) -> np.ndarray:
     return np.array(colours, float).reshape(n, 4)
 
 
+def _colour_table(n: int) -> np.ndarray:
+    """Row 0 unidentified (grey), row k + 1 identity k."""
+    return np.vstack([np.array(UNIDENTIFIED_RGBA)[None], identity_palette(n)])
+
+
 def identity_rgba(identity: np.ndarray, n: int) -> np.ndarray:
     """Colour of each value of ``identity`` (-1 = unidentified: grey)."""
-    table = np.vstack([np.array(UNIDENTIFIED_RGBA)[None], identity_palette(n)])
-    return table[np.clip(np.asarray(identity, int) + 1, 0, n)]
+    return _colour_table(n)[np.clip(np.asarray(identity, int) + 1, 0, n)]
 
 
 def identity_colour_key(identity: np.ndarray, n: int) -> np.ndarray:
@@ -101,8 +105,7 @@ def identity_colormap(n: int) -> Any:
     which would change colours whenever the set of identities changes)."""
     from napari.utils.colormaps import Colormap
 
-    colours = np.vstack([np.array(UNIDENTIFIED_RGBA)[None], identity_palette(n)])
-    return Colormap(colors=colours, controls=np.linspace(0, 1, n + 2), interpolation="zero",
+    return Colormap(colors=_colour_table(n), controls=np.linspace(0, 1, n + 2), interpolation="zero",
                     name=f"napari-trex identities ({n})")
 
 
