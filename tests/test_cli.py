@@ -54,7 +54,7 @@ def test_sample_writes_video_and_ground_truth(capsys, tmp_path):
     assert code == 0
     assert (tmp_path / "demo.mp4").is_file()
     lines = (tmp_path / "demo_ground_truth.csv").read_text().splitlines()
-    assert lines[0] == "frame,identity,x,y,angle" and len(lines) == 1 + 20 * 3
+    assert lines[0] == "frame,identity,x,y,angle,contact" and len(lines) == 1 + 20 * 3
     code, _, err = _run(capsys, "sample", str(tmp_path / "demo.txt"))
     assert code == 1 and "video extension" in err
 

@@ -26,7 +26,7 @@ def test_same_seed_same_video_other_seed_other_video():
 
 def test_ground_truth_has_one_row_per_animal_and_frame(synthetic):
     gt = synthetic.ground_truth
-    assert set(gt) == {"frame", "identity", "x", "y", "angle"}
+    assert set(gt) == {"frame", "identity", "x", "y", "angle", "contact"}
     assert len(gt["frame"]) == 150 * 6
     assert np.array_equal(np.bincount(gt["identity"]), np.full(6, 150))
     assert np.all((gt["x"] > 0) & (gt["x"] < 384) & (gt["y"] > 0) & (gt["y"] < 384))
