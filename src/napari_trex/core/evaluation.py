@@ -1,9 +1,12 @@
 """Scoring against ground truth: is every tracklet one animal, and how much is covered?
 
 Used by tests and benchmarks (synthetic data and the reference tables in ../shared/data).
-A detection belongs to the ground-truth animal closest to it (within ``max_distance`` px);
-a tracklet is *mixed* when more than 1 % of its frames, or any run of 3 or more frames,
-belong to another animal than its majority.
+In each frame the tracked detections (those some slot holds) are matched one to one to the
+ground-truth animals (Hungarian on distance, within ``max_distance`` px); untracked rows take no
+part, so neither a merged blob that was replaced by its split parts nor a broken-off leg can
+steal an animal from the detection that really follows it. A tracklet is *mixed* when more
+than 1 % of its frames, or any run of 3 or more frames, belong to another animal than its
+majority.
 """
 
 from __future__ import annotations
@@ -23,9 +26,15 @@ class TrackletScore:
 
 
 def truth_per_detection(x: np.ndarray, y: np.ndarray, frame: np.ndarray, truth: dict[str, np.ndarray],
-                        max_distance: float) -> np.ndarray:
-    """Ground-truth identity of each detection row (-1 when none is close enough)."""
+                        max_distance: float, rows: np.ndarray | None = None) -> np.ndarray:
+    """Ground-truth identity of each detection row (-1 when none is close enough); only
+    ``rows`` (indices) take part when given."""
     out = np.full(len(x), -1, np.int64)
+    if rows is not None:
+        x, y, frame = x[rows], y[rows], frame[rows]
+        sub = truth_per_detection(x, y, frame, truth, max_distance)
+        out[rows] = sub
+        return out
     n_frames = int(max(frame.max(initial=-1), truth["frame"].max(initial=-1))) + 1
     t_order = np.argsort(truth["frame"], kind="stable")
     t_off = np.searchsorted(truth["frame"][t_order], np.arange(n_frames + 1))
@@ -46,7 +55,8 @@ def truth_per_detection(x: np.ndarray, y: np.ndarray, frame: np.ndarray, truth: 
 def score_tracklets(assignment: np.ndarray, tracklet_of: np.ndarray, x: np.ndarray, y: np.ndarray,
                     frame: np.ndarray, truth: dict[str, np.ndarray], max_distance: float) -> TrackletScore:
     """Mixed tracklets and coverage of a tracking result against ground truth."""
-    identity = truth_per_detection(x, y, frame, truth, max_distance)
+    tracked_rows = np.unique(assignment[assignment >= 0])
+    identity = truth_per_detection(x, y, frame, truth, max_distance, tracked_rows)
     mixed, lengths = [], []
     covered = 0
     for tid in np.unique(tracklet_of[tracklet_of >= 0]):
@@ -69,6 +79,78 @@ def score_tracklets(assignment: np.ndarray, tracklet_of: np.ndarray, x: np.ndarr
     total = len(truth["frame"])
     return TrackletScore(len(lengths), mixed, covered / max(total, 1),
                          float(np.median(lengths)) if lengths else 0.0)
+
+
+@dataclass
+class TrackletReport:
+    """What a user of the tracklets cares about, against ground truth (benchmarks, tests)."""
+
+    n_tracklets: int
+    mixed: list[int]  # ids of tracklets that hold two animals
+    coverage: float  # share of ground-truth animal-frames inside some tracklet
+    n50: int  # half of the tracked animal-frames lie in tracklets at least this long
+    one_frame: int  # tracklets of a single frame
+    one_frame_without_contact: int  # ... of them where the animal touches nobody (±1 frame)
+    all_tracked: float  # share of frames in which every animal is inside a tracklet
+    longest_global_segment: int
+    end_reasons: dict[str, int]  # how many tracklets ended for each reason
+
+    def lines(self) -> list[str]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.end_reasons.items(), key=lambda kv: -kv[1]))
+        return [f"{self.n_tracklets} tracklets, N50 {self.n50} frames, {len(self.mixed)} mixed, "
+                f"coverage {self.coverage:.2%}, all animals in tracklets in {self.all_tracked:.1%} "
+                f"of frames, longest global segment {self.longest_global_segment} frames",
+                f"one-frame tracklets: {self.one_frame} ({self.one_frame_without_contact} where the "
+                "animal touches nobody)", f"ends: {reasons}"]
+
+
+def n50(lengths: np.ndarray) -> int:
+    """Half of all frames lie in tracklets at least this long."""
+    lengths = np.sort(np.asarray(lengths))[::-1]
+    if not len(lengths):
+        return 0
+    return int(lengths[np.searchsorted(np.cumsum(lengths), lengths.sum() / 2)])
+
+
+def tracklet_report(run, truth: dict[str, np.ndarray], max_distance: float) -> TrackletReport:
+    """Score a :class:`~napari_trex.core.pipeline.TrackingRun` against ground truth.
+
+    ``truth`` may carry ``contact`` (1 where the animal touches another, from the generator);
+    a one-frame tracklet counts as *without contact* when its animal touches nobody in that
+    frame or the frames beside it.
+    """
+    from .tracklets import reason_names
+
+    result = run.result
+    det = result.detections
+    score = score_tracklets(result.assignment, result.tracklet_of, det["x"], det["y"], det["frame"],
+                            truth, max_distance)
+    t = result.tracklets
+    n_frames = result.assignment.shape[0]
+    identity = truth_per_detection(det["x"], det["y"], det["frame"], truth, max_distance,
+                                   np.unique(result.assignment[result.assignment >= 0]))
+    contact = np.zeros((n_frames + 2, int(truth["identity"].max(initial=-1)) + 1), bool)
+    if "contact" in truth:
+        c = truth["contact"].astype(bool)
+        contact[truth["frame"][c] + 1, truth["identity"][c]] = True
+    near_contact = contact[:-2] | contact[1:-1] | contact[2:]
+    one = np.flatnonzero(t.length == 1)
+    without = 0
+    for k in one:
+        f, slot = int(t.start[k]), int(t.individual[k])
+        row = result.assignment[f, slot]
+        animal = identity[row] if row >= 0 else -1
+        if animal >= 0 and not near_contact[f, animal]:
+            without += 1
+    reasons: dict[str, int] = {}
+    for code in t.end_reason:
+        for name in reason_names(int(code)).split("|"):
+            reasons[name] = reasons.get(name, 0) + 1
+    tracked = result.tracklet_of >= 0
+    seg = run.segments
+    return TrackletReport(len(t), score.mixed, score.coverage, n50(t.length), len(one), without,
+                          float(tracked.all(axis=1).mean()) if n_frames else 0.0,
+                          int((seg.end - seg.start + 1).max()) if len(seg) else 0, reasons)
 
 
 def identity_accuracy(predicted: np.ndarray, reference: np.ndarray) -> tuple[float, dict[int, int]]:
