@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .background import combine, load_background, sample_frames
+from .background import background_for, sample_frames
 from .detection import DetectionParams, Detections, detect_frame, detect_video
 from .errors import Cancelled, NapariTrexError
 from .settings import Settings
@@ -38,7 +38,7 @@ class AutoParameters:
     n_individuals: int | None = None
     blob_size_ranges: list[tuple[float, float]] | None = None  # cm²
     reference_area_px: float = 0.0  # median area of one animal
-    largest_area_px: float = 0.0  # 90th percentile of animal areas (the biggest animals)
+    merged_area_px: float = 0.0  # a blob at least this large holds several animals (0 = unknown)
     sampled_frames: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -50,6 +50,9 @@ class AutoParameters:
         if self.blob_size_ranges is not None:
             lo, hi = self.blob_size_ranges[0]
             lines.append(f"estimated blob_size_ranges = [[{lo:.4g}, {hi:.4g}]] cm²")
+        if self.reference_area_px > 0:
+            lines.append(f"one animal is typically {self.reference_area_px:.0f} px; a blob of "
+                         f"{self.merged_area_px:.0f} px or more holds several animals")
         return lines + [f"WARNING: {w}" for w in self.warnings]
 
 
@@ -116,11 +119,15 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
     def in_range(a: np.ndarray) -> np.ndarray:
         return np.any([(a >= lo) & (a <= hi) for lo, hi in ranges_px], axis=0)
 
-    animals = _animal_areas(areas_per_frame, settings.track_max_individuals)
-    single = animals[in_range(animals)] if len(animals) else animals
-    auto.reference_area_px = float(np.median(single)) if len(single) else 0.0
-    auto.largest_area_px = float(np.percentile(single, 90)) if len(single) else 0.0
-    counts = [int(in_range(a).sum()) if len(a) else 0 for a in areas_per_frame]
+    single = _single_animal_areas(areas_per_frame, in_range, settings.track_max_individuals)
+    smallest = 0.0
+    if len(single):
+        p05, p50, p99 = np.percentile(single, [5, 50, 99])
+        auto.reference_area_px = float(p50)
+        auto.merged_area_px = float(max(MERGED_SMALLEST * p05, MERGED_LARGEST * p99))
+        smallest = 0.5 * float(p05)  # smaller blobs in range are more likely fragments
+    counts = [_count_animals(a, in_range, auto.reference_area_px, auto.merged_area_px, smallest)
+              for a in areas_per_frame]
     if not auto_n and counts:
         n = settings.track_max_individuals
         share = float(np.mean(np.array(counts) >= n))
@@ -129,10 +136,17 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
                                            or [np.empty(0)]))
             typical = f"{np.median(sizes) * px_area:.3g} cm²" if len(sizes) else "none found"
             auto.warnings.append(
-                f"only {share:.0%} of the sampled frames show {n} blobs within blob_size_ranges "
+                f"only {share:.0%} of the sampled frames show {n} animals within blob_size_ranges "
                 f"{[list(r) for r in settings.blob_size_ranges]} cm² (the {n} largest blobs are "
                 f"typically {typical}); check blob_size_ranges, cm_per_pixel and threshold, or "
                 "set auto_minmax_size = true")
+        over = np.array(counts) > n
+        if over.mean() >= MORE_ANIMALS_SHARE:
+            auto.warnings.append(
+                f"track_max_individuals = {n}, but {over.mean():.0%} of the sampled frames show more "
+                f"animals (up to {max(counts)}): only {n} are tracked, the others are in no "
+                "tracklet. Raise track_max_individuals, or narrow blob_size_ranges / raise "
+                "threshold if those blobs are not animals")
     if auto_n:
         n = int(round(np.percentile(counts, 95))) if counts else 0
         if n < 1:
@@ -141,6 +155,41 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
         auto.n_individuals = n
         settings = settings.updated(track_max_individuals=n)
     return settings, auto
+
+
+#: A blob holds several animals when it is at least MERGED_SMALLEST x the smallest animals
+#: (5th percentile of single-animal areas: two small ones touching) *and* MERGED_LARGEST x the
+#: largest (99th percentile: beyond what any one animal's posture reached in the samples).
+MERGED_SMALLEST, MERGED_LARGEST = 1.6, 1.25
+#: Warn that track_max_individuals is too small when at least this share of the sampled frames
+#: shows more animals (fewer: a tail cut off by the threshold, a merge counted as two).
+MORE_ANIMALS_SHARE = 0.25
+
+
+def _single_animal_areas(areas_per_frame: list[np.ndarray], in_range: Callable[[np.ndarray], np.ndarray],
+                         n_individuals: int) -> np.ndarray:
+    """Areas of blobs that are one animal each: from sampled frames that show exactly N animal-
+    sized blobs (no merge there), or, without enough such frames, the N largest in range."""
+    if n_individuals > 0:
+        clean = [a[in_range(a)] for a in areas_per_frame if len(a) and in_range(a).sum() == n_individuals]
+        if len(clean) >= 5:
+            return np.concatenate(clean)
+    animals = _animal_areas(areas_per_frame, n_individuals)
+    return animals[in_range(animals)] if len(animals) else animals
+
+
+def _count_animals(areas: np.ndarray, in_range: Callable[[np.ndarray], np.ndarray], reference: float,
+                   merged: float, smallest: float = 0.0) -> int:
+    """How many animals the blobs of one frame hold: one per animal-sized blob (at least
+    ``smallest``: a tail or leg cut off by the threshold is not an animal), and two to four for
+    a blob that holds several (touching animals are still animals)."""
+    if not len(areas):
+        return 0
+    if reference <= 0 or merged <= 0:
+        return int(in_range(areas).sum())
+    several = (areas >= merged) & (areas <= 4.5 * reference)
+    single = in_range(areas) & (areas < merged) & (areas >= smallest)
+    return int(single.sum() + np.clip(np.floor(areas[several] / reference), 2, 4).sum())
 
 
 def _animal_areas(areas_per_frame: list[np.ndarray], n_individuals: int) -> np.ndarray:
@@ -190,10 +239,7 @@ def track_video(
     t0 = time.perf_counter()
     _, samples = sample_frames(video, settings.average_samples,
                                _stage(progress, "sampling frames"), should_stop)
-    if settings.background_image:
-        background = load_background(settings.background_image, video.frame_shape[:2])
-    else:
-        background = combine(samples, settings.averaging_method)
+    background = background_for(samples, settings)
     timings["background"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     settings, auto = estimate_parameters(samples, background, settings)
@@ -212,7 +258,7 @@ def track_video(
     t0 = time.perf_counter()
     tracking_params = TrackingParams.from_settings(
         settings, fps, video.frame_shape[1], settings.track_max_individuals, params.size_ranges_px,
-        auto.reference_area_px, auto.largest_area_px)
+        auto.reference_area_px, auto.merged_area_px)
     result = link_tracklets(detections, tracking_params, times, _stage(progress, "tracking"), should_stop)
     timings["tracking"] = time.perf_counter() - t0
     det = result.detections

@@ -17,6 +17,8 @@ complete run.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import shutil
@@ -211,7 +213,8 @@ def load_tracking(output_dir: str | os.PathLike) -> TrackingRun:
                                   z["segment_average_samples"], z["segment_rank"])
         background, times = z["background"], z["times"]
     info = VideoInfo(**{k: (tuple(v) if k == "warnings" else v) for k, v in meta["video"].items()})
-    auto = AutoParameters(**{k: v for k, v in meta.get("auto", {}).items()})
+    known = {f.name for f in dataclasses.fields(AutoParameters)}
+    auto = AutoParameters(**{k: v for k, v in meta.get("auto", {}).items() if k in known})
     return TrackingRun(info, settings, meta["fps"], times, background,
                        Detections.load(folder / "detections.npz"), result, segments, auto,
                        meta.get("timings_s", {}))

@@ -99,8 +99,12 @@ class Settings(BaseModel):
                                   "(1 = it is assumed to stay put)", "", "tracking", ge=0, le=1)
     track_max_reassign_time: float = _p(0.5, "After this long lost, an animal may be re-attached "
                                         "to any free blob", "s", "tracking", gt=0)
-    track_trusted_probability: float = _p(0.5, "Matches less probable than this end the tracklet",
-                                          "probability", "tracking", ge=0, le=1)
+    track_trusted_probability: float = _p(0.5, "Matches that fit the predicted movement less than "
+                                          "this end the tracklet", "probability", "tracking", ge=0,
+                                          le=1)
+    track_ambiguity_ratio: float = _p(0.5, "End a tracklet where another blob (or animal) was at least "
+                                      "this share as likely as the chosen match: a near-crossing "
+                                      "(napari-trex; 1 = never)", "fraction", "tracking", gt=0, le=1)
     track_time_probability_enabled: bool = _p(True, "Lower the match probability of animals that "
                                               "were lost recently", "", "tracking")
     matching_probability_threshold: float = _p(0.1, "Matches less probable than this are never made",

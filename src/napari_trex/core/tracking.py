@@ -6,20 +6,44 @@ This follows TRex v1.1.9 (trex-reference §1.2, §2):
   ``track_max_speed``, decaying with ``track_speed_decay`` while the animal is lost);
 * the probability of an edge slot → blob is P = S·A'·T' (speed, angle and time terms);
   edges below ``matching_probability_threshold`` are never used;
+* only blobs of at least the smallest ``blob_size_ranges`` size take part (smaller ones are
+  noise, specks, or a leg that broke off at the threshold);
 * slots and blobs that compete are grouped into clusters (connected components of the edge
   graph) and each cluster is solved by ``scipy.optimize.linear_sum_assignment``; the whole
   probability matrix is computed at once with numpy (no Python loop over pairs);
-* when several slots want the same blob, the blob is split by raising the threshold until
-  that many parts appear; if it cannot be split, none of them gets it (their tracklets end:
-  a merged blob is exactly where identities get swapped);
 * slots lost for at least ``track_max_reassign_time`` are re-attached greedily to leftover
   blobs, nearest first; each re-attachment starts a new tracklet;
 * a tracklet ends on every TRex reason (frames skipped, timestamp gap, improbable match,
-  manual match, speeding, no blob, maximum length) and the reason is kept;
-* beyond TRex, a tracklet also ends where its match was *ambiguous*: another blob was
-  almost as likely for this slot, or another slot almost as likely for this blob (a
-  near-crossing, or two animals in one blob that only one slot claimed). TRex keeps going
-  there and sometimes swaps identities inside a tracklet, which poisons identification.
+  manual match, speeding, no blob, maximum length) and the reason is kept.
+
+Where napari-trex differs, and why:
+
+* **A merge is decided by evidence, never by a size change alone.** A blob holds several
+  animals when the predictions of two or more slots fall into it and it is larger than one
+  of them (:data:`ONE_ANIMAL_GROWTH`), or when it is larger than
+  any single animal: above ``blob_size_ranges``, or above what this population's sizes allow
+  (``merged_area``, from the single animals of the sampled frames, see
+  :func:`~napari_trex.core.pipeline.estimate_parameters`). Such a blob is split (raising the threshold, then
+  a watershed seeded at the predictions); if that fails nobody gets it and the tracklets of
+  the animals inside end (``MergedWithAnother``). A fly spreading its wings, a leg touching the
+  threshold, a fish bending: none of these ends a tracklet.
+* **Tracklets go on through a clean split.** A part of a split blob continues a tracklet only
+  when it matched unambiguously (see below) and looks like the whole animal the slot had: its
+  area within :data:`PART_AREA_TOLERANCE` of the animal's recent median area (from frames where
+  it was alone), its centre within :data:`PART_OFFSET_TOLERANCE` body sizes of where the slot
+  predicted it (a part cut across two animals jumps). Otherwise the part starts a tracklet of
+  its own (``MergedWithAnother``), and so do the slot's next blobs until it holds a whole blob
+  again (a part can only be judged against a trusted past): the animal is still tracked, but
+  no tracklet carries a possible swap out of the contact.
+* **Ambiguous matches end tracklets**: another blob was almost as likely for this slot
+  (``≥ track_ambiguity_ratio`` of its probability), or another slot almost as likely for this
+  blob: a near-crossing. TRex keeps going there and sometimes swaps identities inside a
+  tracklet, which poisons identification.
+* **Trust is kinematic.** ``track_trusted_probability`` is compared with S·A' (how well the
+  blob fits the predicted movement), not with TRex's time term T', which is low for the first
+  frames after every restart and made TRex cut those into one-frame tracklets
+  (``ProbabilityTooSmall``). A slot with no velocity yet (the first frame after a gap) has no
+  prediction to distrust; the ambiguity rule still guards it.
 """
 
 from __future__ import annotations
@@ -50,6 +74,21 @@ from .tracklets import (
 )
 
 HISTORY = 6  # positions kept per slot for the velocity (TRex: ~5 valid frames)
+AREA_HISTORY = 10  # areas (px) of each slot's last whole-animal blobs
+#: A part of a split blob is a whole animal when its area is within this factor of the animal's
+#: recent median area (its own posture changes stay well inside; a part that holds half of a
+#: neighbour, or only half of the animal, does not).
+PART_AREA_TOLERANCE = 1.5
+#: ... and when its centre lies within this share of the animal's size (square root of its
+#: area) of the predicted position.
+PART_OFFSET_TOLERANCE = 0.3
+#: ... and when the animals in the blob overlap by at most this share of their summed areas
+#: (touching side by side, not lying over each other).
+MAX_OVERLAP = 0.2
+#: Two predictions in one blob that is no larger than this factor of the larger claimant's
+#: recent area cannot be split into whole animals: they lie right over each other, or two slots
+#: followed one animal. Splitting such a blob would cut one animal in two.
+ONE_ANIMAL_GROWTH = 1.25
 
 
 @dataclass(frozen=True)
@@ -74,17 +113,15 @@ class TrackingParams:
     split_threshold: int = 15
     split_global_shrink: float = 0.2
     reference_area: float = 0.0  # typical area of one animal (px); 0 = unknown
-    largest_area: float = 0.0  # area of the biggest animals (px, 90th percentile); 0 = unknown
+    merged_area: float = np.inf  # a blob this large holds several animals (px; from the samples)
     ambiguity_ratio: float = 0.5  # end a tracklet if a rival edge has >= this share of its P
-    merge_area_factor: float = 1.2  # a blob this much larger than the animal was is a merge
-    unknown_merge_factor: float = 1.5  # ... for slots with no size history: vs. largest_area
     manual_matches: dict[int, dict[int, int]] = field(default_factory=dict)
     manual_splits: dict[int, list[int]] = field(default_factory=dict)  # frame: blobs starting anew
 
     @classmethod
     def from_settings(cls, settings: Settings, fps: float, width: int, n_individuals: int,
                       size_ranges_px: tuple[tuple[float, float], ...], reference_area: float = 0.0,
-                      largest_area: float = 0.0) -> TrackingParams:
+                      merged_area: float = 0.0) -> TrackingParams:
         return cls(
             n_individuals=n_individuals, fps=fps,
             max_speed_px=settings.track_max_speed / settings.pixel_size_cm(width),
@@ -103,7 +140,8 @@ class TrackingParams:
             split_threshold=max(settings.threshold, settings.track_threshold),
             split_global_shrink=settings.blob_split_global_shrink_limit,
             reference_area=reference_area,
-            largest_area=largest_area or reference_area,
+            merged_area=merged_area if merged_area > 0 else np.inf,
+            ambiguity_ratio=settings.track_ambiguity_ratio,
             manual_matches=dict(settings.manual_matches),
             manual_splits={int(f): list(b) for f, b in settings.manual_splits.items()},
         )
@@ -180,8 +218,9 @@ class _Blobs:
         self.area = det["area"][rows].astype(float)
         self.blob_id = det["blob_id"][rows]
         self.alive = np.ones(len(self.row), bool)
+        self.apart = np.ones(len(self.row), bool)  # parts: the animals did not overlap much
 
-    def add(self, parts: dict[str, np.ndarray], first_row: int) -> np.ndarray:
+    def add(self, parts: dict[str, np.ndarray], first_row: int, apart: bool = True) -> np.ndarray:
         k = len(parts["x"])
         new = np.arange(first_row, first_row + k, dtype=np.int64)
         self.row = np.concatenate([self.row, new])
@@ -189,6 +228,7 @@ class _Blobs:
         self.area = np.concatenate([self.area, parts["area"]])
         self.blob_id = np.concatenate([self.blob_id, parts["blob_id"]])
         self.alive = np.concatenate([self.alive, np.ones(k, bool)])
+        self.apart = np.concatenate([self.apart, np.full(k, apart)])
         return np.arange(len(self.row) - k, len(self.row))
 
 
@@ -205,16 +245,17 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
     max_gap = int(np.ceil((t_max + 1) * fps)) + 2
     weights = prediction_weights(params.speed_decay, max_gap)
     min_area = min(lo for lo, _ in params.size_ranges_px)
-    max_area = max(hi for _, hi in params.size_ranges_px)
-    recent_len = int(np.ceil(fps)) + 1
+    # the largest single animal: the top of blob_size_ranges, or less where this population's
+    # sizes say a blob that large holds several animals
+    max_area = min(max(hi for _, hi in params.size_ranges_px), params.merged_area)
 
     last_pos = np.full((n, 2), np.nan)
     last_frame = np.full(n, -1, np.int64)
     hist_pos = np.full((n, HISTORY, 2), np.nan)
     hist_frame = np.full((n, HISTORY), -1, np.int64)
-    recent = np.full((n, recent_len), -np.inf)  # times of recently assigned frames
-    area_hist = np.full((n, 10), np.nan)  # recent blob areas per slot (merges make blobs grow)
-    on_split = np.zeros(n, bool)  # the slot's last blob was a part of a split blob
+    recent = np.full((n, int(np.ceil(fps)) + 1), -np.inf)  # times of recently assigned frames
+    area_hist = np.full((n, AREA_HISTORY), np.nan)  # areas of the slot's recent unsplit blobs
+    doubtful = np.zeros(n, bool)  # the slot's last blob was a part that may hold the wrong animal
     current = np.full(n, -1, np.int64)  # open tracklet id per slot
     started = np.zeros(n, np.int64)
     tracklet_rows: list[list[int]] = []  # id, slot, start, end, reason
@@ -224,24 +265,10 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
     n_extra = 0
     base = len(detections)
 
-    single_max = params.unknown_merge_factor * params.largest_area if params.largest_area > 0 \
-        else np.inf
-
-    def expected_area(slot: int) -> float:
-        """Largest area this slot's animal may plausibly have before it counts as a merge."""
-        if np.isfinite(area_hist[slot]).any():
-            return params.merge_area_factor * float(np.nanmedian(area_hist[slot]))
-        return single_max
-
     def close(slot: int, end: int, reason: int) -> None:
         tracklet_rows[current[slot]][3] = end
         tracklet_rows[current[slot]][4] = reason
         current[slot] = -1
-
-    def open_(slot: int, frame: int) -> None:
-        current[slot] = len(tracklet_rows)
-        started[slot] = frame
-        tracklet_rows.append([len(tracklet_rows), slot, frame, frame, 0])
 
     for t in range(n_frames):
         if should_stop is not None and t % 50 == 0 and should_stop():
@@ -249,90 +276,81 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
         now = times[t]
         dt_frame = now - times[t - 1] if t > 0 else 1.0 / fps
         blobs = _Blobs(detections, t)
+        blobs.alive &= blobs.area >= min_area  # specks and broken-off legs are never animals
         seen = last_frame >= 0
         lost_for = np.where(seen, now - times[np.maximum(last_frame, 0)], np.inf)
-        if params.time_probability:
-            active = seen & (lost_for <= t_max)
-        else:
-            active = seen.copy()
+        active = seen & (lost_for <= t_max) if params.time_probability else seen.copy()
         slots = np.flatnonzero(active)
-        # -- prediction (vectorised over slots) --------------------------------------------------
-        gap = np.clip(t - last_frame[slots], 1, max_gap)
-        d_pos = np.diff(hist_pos[slots], axis=1)
-        d_frame = np.diff(hist_frame[slots], axis=1).astype(float)
-        valid = (d_frame > 0) & np.isfinite(d_pos).all(axis=2) & (hist_frame[slots, :-1] >= 0)
-        per_frame = np.where(valid[..., None], d_pos / np.where(d_frame > 0, d_frame, 1)[..., None], 0)
-        counts = valid.sum(axis=1)
-        velocity = per_frame.sum(axis=1) / np.maximum(counts, 1)[:, None]
-        speed = np.hypot(velocity[:, 0], velocity[:, 1])
-        cap = params.max_speed_px / fps
-        velocity *= np.where(speed > cap, cap / np.maximum(speed, 1e-9), 1.0)[:, None]
-        pred = last_pos[slots] + velocity * weights[gap][:, None]
-        # -- time term -----------------------------------------------------------------------------
-        if params.time_probability:
-            in_last_second = (recent[slots] > now - 1.0).sum(axis=1)
-            lost = lost_for[slots]
-            term = (1 - np.minimum(1, np.maximum(0, lost - 1 / fps) / t_max)) * np.minimum(
-                1, (in_last_second - 1) / min(fps, 5) + 0.1)
-            time_term = 0.25 + 0.75 * np.clip(term, 0, 1)
-            time_term[lost > t_max] = 0.0
-        else:
-            time_term = np.ones(len(slots))
-        prob = edge_probabilities(pred, last_pos[slots], blobs.pos, dt_frame, time_term,
-                                  params.max_speed_px) if len(blobs.pos) else np.zeros((len(slots), 0))
+        pred, has_velocity = _predict(slots, hist_pos, hist_frame, last_pos, last_frame, t, weights,
+                                      max_gap, params.max_speed_px / fps)
+        predicted = np.full((n, 2), np.nan)
+        predicted[slots] = pred
+        time_term = _time_term(params, recent[slots], lost_for[slots], now, fps, t_max)
+        kin = edge_probabilities(pred, last_pos[slots], blobs.pos, dt_frame, np.ones(len(slots)),
+                                 params.max_speed_px)
+        kin[:, ~blobs.alive] = 0.0
+        prob = kin * time_term[:, None]
         # -- manual matches first --------------------------------------------------------------------
         forced: dict[int, int] = {}
         for identity, blob_id in params.manual_matches.get(t, {}).items():
             hit = np.flatnonzero(blobs.blob_id == blob_id)
             if 0 <= identity < n and len(hit):
                 forced[int(identity)] = int(hit[0])
-        # -- merged blobs: split or nobody gets them -------------------------------------------------
+        # -- blobs that hold several animals: split them, or nobody gets them ------------------------
+        # evidence: the predictions of two or more slots fall into the blob, or it is larger than
+        # the largest single animal (never a size change of one animal alone)
         excluded = np.zeros(n, bool)  # slots inside an unsplittable merge this frame
-        if len(slots) and prob.shape[1]:
-            best = np.where(prob.max(axis=1) >= params.matching_threshold, prob.argmax(axis=1), -1)
-            claims = np.bincount(best[best >= 0], minlength=prob.shape[1])
+        if prob.shape[1]:
+            has_edge = prob.max(axis=1, initial=0.0) >= params.matching_threshold if len(slots) \
+                else np.zeros(0, bool)
+            best = np.where(has_edge, prob.argmax(axis=1) if len(slots) else 0, -1)
             for b in range(prob.shape[1]):
-                claimants = slots[best == b]
+                if not blobs.alive[b]:
+                    continue
+                inside = best == b
+                claimants = slots[inside]
                 oversized = blobs.area[b] > max_area
-                grown = False
-                if len(claimants) == 1:
-                    grown = blobs.area[b] > expected_area(claimants[0])
-                if len(claimants) < 2 and not (oversized or grown):
+                if len(claimants) < 2 and not oversized:
+                    continue
+                if len(claimants) >= 2 and not oversized and blobs.area[b] <= ONE_ANIMAL_GROWTH * max(
+                        _typical_area(area_hist[c], params.reference_area) for c in claimants):
+                    # no bigger than one of them: animals right over each other (no cut gives
+                    # whole animals), or two slots that followed one animal; nobody gets it,
+                    # and once the slots are lost for good they are re-attached apart
+                    blobs.alive[b] = False
+                    excluded[claimants] = True
                     continue
                 if len(claimants) >= 2:
                     k = len(claimants)
-                elif grown or params.reference_area <= 0:
-                    k = 2
                 else:
-                    k = max(2, int(round(blobs.area[b] / params.reference_area)))
-                parts = None
-                row = int(blobs.row[b])
-                if row < base and row in detections.pixels:
-                    top, left, crop = detections.pixels[row]
-                    if params.split:
-                        parts = split_blob(crop, top, left, k, params.split_threshold,
-                                           params.split_global_shrink)
-                    if parts is None and params.split_fill and len(claimants) >= 2:
-                        parts = split_blob_fill(crop, top, left, pred[best == b])
-                if parts is not None:
-                    parts["frame"] = np.full(k, t, np.int32)
-                    extra.append(parts)
-                    new_cols = blobs.add(parts, base + n_extra)
-                    n_extra += k
-                    blobs.alive[b] = False
-                    new_prob = edge_probabilities(pred, last_pos[slots], blobs.pos[new_cols], dt_frame,
-                                                  time_term, params.max_speed_px)
-                    prob = np.hstack([prob, new_prob])
-                else:  # several animals in one blob, and no way to tell them apart: nobody gets it
-                    blobs.alive[b] = False
+                    k = max(2, int(round(blobs.area[b] / params.reference_area))) \
+                        if params.reference_area > 0 else 2
+                parts = _split(detections, int(blobs.row[b]), base, k, params,
+                               pred[inside] if len(claimants) >= 2 else None)
+                blobs.alive[b] = False
+                if parts is None:  # several animals in one blob, no way to tell them apart
                     excluded[claimants] = True
-            if not blobs.alive.all():
-                prob[:, ~blobs.alive] = 0.0
+                    continue
+                parts["frame"] = np.full(k, t, np.int32)
+                extra.append(parts)
+                typical = [_typical_area(area_hist[c], params.reference_area) for c in claimants]
+                typical += [params.reference_area] * (k - len(typical))
+                # animals lying over each other: the blob is much smaller than their sum, and
+                # no cut through it gives whole animals
+                apart = blobs.area[b] >= (1 - MAX_OVERLAP) * float(np.sum(typical))
+                new_cols = blobs.add(parts, base + n_extra, apart)
+                n_extra += k
+                new_kin = edge_probabilities(pred, last_pos[slots], blobs.pos[new_cols], dt_frame,
+                                             np.ones(len(slots)), params.max_speed_px)
+                kin = np.hstack([kin, new_kin])
+                prob = np.hstack([prob, new_kin * time_term[:, None]])
+            kin[:, ~blobs.alive] = 0.0
+            prob[:, ~blobs.alive] = 0.0
         # -- matching (Hungarian per cluster) --------------------------------------------------------
         taken_slots = np.zeros(n, bool)
         taken_blobs = np.zeros(len(blobs.row), bool)
         chosen = np.full(n, -1, np.int64)  # column in blobs
-        chosen_p = np.full(n, np.nan)
+        chosen_p = np.full(n, np.nan)  # kinematic probability of the chosen edge
         for slot, col in forced.items():
             chosen[slot], taken_slots[slot], taken_blobs[col] = col, True, True
         if len(slots) and prob.shape[1]:
@@ -341,60 +359,28 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
             usable[:, taken_blobs] = 0.0
             for i, j in _assign_clusters(usable, params.matching_threshold):
                 slot = int(slots[i])
-                chosen[slot], chosen_p[slot] = j, prob[i, j]
+                chosen[slot], chosen_p[slot] = j, kin[i, j]
                 taken_slots[slot], taken_blobs[j] = True, True
-        # a slot whose blob suddenly grew has an animal merged into it: nobody gets that blob
-        for slot in np.flatnonzero(chosen >= 0):
-            if slot in forced:
-                continue
-            col = chosen[slot]
-            if blobs.row[col] < base and blobs.area[col] > expected_area(slot):
-                blobs.alive[col] = False
-                taken_blobs[col] = True  # not free for re-attachment either
-                chosen[slot], chosen_p[slot] = -1, np.nan
-                excluded[slot] = True
-        ambiguous = np.zeros(n, bool)
-        if len(slots) and prob.shape[1]:
-            rivals = prob.copy()
-            for i, slot in enumerate(slots):
-                j = chosen[slot]
-                if j < 0 or slot in forced:
-                    continue
-                own = prob[i, j]
-                rivals[i, j] = 0.0
-                blob_rival = rivals[i].max(initial=0.0)  # another blob for this slot
-                col = prob[:, j].copy()
-                col[i] = 0.0
-                slot_rival = col.max(initial=0.0)  # another slot for this blob
-                rivals[i, j] = own
-                limit = params.ambiguity_ratio * own
-                if max(blob_rival, slot_rival) >= max(limit, params.matching_threshold):
-                    ambiguous[slot] = True
-        # -- re-attach slots lost long enough (or never seen) to leftover blobs ---------------------
-        # (never a blob that looks like two animals: a tracklet must not start inside a merge)
+        ambiguous = _ambiguous(prob, slots, chosen, forced, params)
+        # -- every animal left over gets a slot: never-seen slots first, then lost ones -------------
+        # (never a blob that looks like several animals: a tracklet must not start inside a merge)
         is_part = blobs.row >= base  # parts of a split blob are one animal each already
-        leftover = np.flatnonzero(blobs.alive & ~taken_blobs & (blobs.area >= min_area) & (
-            is_part | ((blobs.area <= max_area) & (blobs.area <= single_max))))
+        leftover = np.flatnonzero(blobs.alive & ~taken_blobs & (is_part | (blobs.area <= max_area)))
         if len(leftover):
             never = np.flatnonzero(~seen & ~taken_slots)
-            order = leftover[np.lexsort((blobs.pos[leftover, 0], blobs.pos[leftover, 1]))]
-            for slot, col in zip(never, order):  # first frame: top-left to bottom-right
+            # the most animal-like blobs first (size nearest the typical animal: not a leg that
+            # broke off, not a speck of clutter), then top-left to bottom-right as TRex does
+            likeness = np.abs(np.log(np.maximum(blobs.area[leftover], 1) / params.reference_area)) \
+                if params.reference_area > 0 else np.zeros(len(leftover))
+            order = leftover[np.lexsort((blobs.pos[leftover, 0], blobs.pos[leftover, 1],
+                                         np.round(likeness, 1)))]
+            for slot, col in zip(never, order):
                 chosen[slot], taken_slots[slot], taken_blobs[col] = col, True, True
-            leftover = np.array([c for c in leftover if not taken_blobs[c]], dtype=np.int64)
-            lost_slots = np.flatnonzero(seen & ~taken_slots & ~excluded & (lost_for >= t_max))
-            if len(leftover) and len(lost_slots):
-                d2 = ((blobs.pos[leftover][None] - last_pos[lost_slots][:, None]) ** 2).sum(axis=2)
-                score = 0.1 + 1.0 / np.maximum(d2 * lost_for[lost_slots][:, None], 1e-9)
-                while np.isfinite(score).any() and score.size:
-                    i, j = np.unravel_index(np.nanargmax(score), score.shape)
-                    if not np.isfinite(score[i, j]):
-                        break
-                    slot, col = int(lost_slots[i]), int(leftover[j])
-                    chosen[slot], taken_slots[slot], taken_blobs[col] = col, True, True
-                    score[i, :] = -np.inf
-                    score[:, j] = -np.inf
-                    if (score == -np.inf).all():
-                        break
+            leftover = leftover[~taken_blobs[leftover]]
+            lost_slots = np.flatnonzero(seen & ~taken_slots & ~excluded)
+            for slot, col in _reattach(blobs.pos[leftover], last_pos[lost_slots], lost_for[lost_slots]):
+                slot, col = int(lost_slots[slot]), int(leftover[col])
+                chosen[slot], taken_slots[slot], taken_blobs[col] = col, True, True
         # -- update slots and tracklets ---------------------------------------------------------------
         split_here = set(params.manual_splits.get(t, ()))
         for slot in range(n):
@@ -405,6 +391,11 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
                     close(slot, t - 1, reason)
                 continue
             pos = blobs.pos[col]
+            # a part is trusted only when judged against a trusted past: once a part was doubtful,
+            # the slot's parts stay doubtful until it holds a whole blob again
+            doubtful_now = blobs.row[col] >= base and (doubtful[slot] or not (
+                blobs.apart[col] and _whole_animal(blobs.area[col], area_hist[slot],
+                                                   pos - predicted[slot])))
             reason = 0
             if current[slot] >= 0:
                 if last_frame[slot] != t - 1:
@@ -415,13 +406,12 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
                     reason |= MANUAL_MATCH
                 if int(blobs.blob_id[col]) in split_here:
                     reason |= MANUAL_SPLIT
-                elif np.isnan(chosen_p[slot]) or chosen_p[slot] < params.trusted_probability:
+                elif np.isnan(chosen_p[slot]) or (
+                        has_velocity[slot] and chosen_p[slot] < params.trusted_probability):
                     reason |= PROBABILITY_TOO_SMALL
                 if ambiguous[slot]:
                     reason |= AMBIGUOUS
-                if blobs.row[col] >= base or on_split[slot]:
-                    # parts of a split blob are not whole animals and may trade places from
-                    # one frame to the next: each gets a tracklet of its own
+                if doubtful[slot] or doubtful_now:
                     reason |= MERGED
                 elapsed = now - times[last_frame[slot]]
                 moved = float(np.hypot(*(pos - last_pos[slot])))
@@ -432,7 +422,9 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
                 if reason:
                     close(slot, int(last_frame[slot]), reason)
             if current[slot] < 0:
-                open_(slot, t)
+                current[slot] = len(tracklet_rows)
+                started[slot] = t
+                tracklet_rows.append([len(tracklet_rows), slot, t, t, 0])
             tracklet_rows[current[slot]][3] = t
             assignment[t, slot] = blobs.row[col]
             probability[t, slot] = chosen_p[slot]
@@ -445,12 +437,12 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
             hist_frame[slot, -1] = t
             recent[slot, :-1] = recent[slot, 1:]
             recent[slot, -1] = now
-            if blobs.row[col] < base:  # split parts say nothing about the animal's size
+            if blobs.row[col] < base:
                 area_hist[slot, :-1] = area_hist[slot, 1:]
                 area_hist[slot, -1] = blobs.area[col]
+            doubtful[slot] = doubtful_now
             last_pos[slot] = pos
             last_frame[slot] = t
-            on_split[slot] = blobs.row[col] >= base
         if progress is not None and (t % 100 == 0 or t == n_frames - 1):
             progress(t + 1, n_frames, "tracking")
 
@@ -461,6 +453,107 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
     for tid, slot, a, b in zip(tracklets.id, tracklets.individual, tracklets.start, tracklets.end):
         tracklet_of[a: b + 1, slot] = np.where(assignment[a: b + 1, slot] >= 0, tid, -1)
     return TrackingResult(final, assignment, tracklets, tracklet_of, probability)
+
+
+def _predict(slots: np.ndarray, hist_pos: np.ndarray, hist_frame: np.ndarray, last_pos: np.ndarray,
+             last_frame: np.ndarray, t: int, weights: np.ndarray, max_gap: int, cap: float
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted positions of ``slots`` in frame ``t`` (vectorised) and, per slot of all N,
+    whether it has a velocity yet (a slot without one is predicted to stay put)."""
+    has_velocity = np.zeros(len(last_frame), bool)
+    gap = np.clip(t - last_frame[slots], 1, max_gap)
+    d_pos = np.diff(hist_pos[slots], axis=1)
+    d_frame = np.diff(hist_frame[slots], axis=1).astype(float)
+    valid = (d_frame > 0) & np.isfinite(d_pos).all(axis=2) & (hist_frame[slots, :-1] >= 0)
+    per_frame = np.where(valid[..., None], d_pos / np.where(d_frame > 0, d_frame, 1)[..., None], 0)
+    counts = valid.sum(axis=1)
+    velocity = per_frame.sum(axis=1) / np.maximum(counts, 1)[:, None]
+    speed = np.hypot(velocity[:, 0], velocity[:, 1])
+    velocity *= np.where(speed > cap, cap / np.maximum(speed, 1e-9), 1.0)[:, None]
+    has_velocity[slots] = counts > 0
+    return last_pos[slots] + velocity * weights[gap][:, None], has_velocity
+
+
+def _time_term(params: TrackingParams, recent: np.ndarray, lost: np.ndarray, now: float, fps: float,
+               t_max: float) -> np.ndarray:
+    """TRex's T' per slot: lower for slots lost a while or (re)started only recently."""
+    if not params.time_probability:
+        return np.ones(len(lost))
+    in_last_second = (recent > now - 1.0).sum(axis=1)
+    term = (1 - np.minimum(1, np.maximum(0, lost - 1 / fps) / t_max)) * np.minimum(
+        1, (in_last_second - 1) / min(fps, 5) + 0.1)
+    out = 0.25 + 0.75 * np.clip(term, 0, 1)
+    out[lost > t_max] = 0.0
+    return out
+
+
+def _split(detections: Detections, row: int, base: int, k: int, params: TrackingParams,
+           seeds: np.ndarray | None) -> dict[str, np.ndarray] | None:
+    """Split the blob in detection ``row`` into ``k`` animals: raise the threshold, or (with the
+    predicted positions as ``seeds``) a watershed from them; None if it cannot be done."""
+    if row >= base or row not in detections.pixels:
+        return None
+    top, left, crop = detections.pixels[row]
+    parts = None
+    if params.split:
+        parts = split_blob(crop, top, left, k, params.split_threshold, params.split_global_shrink)
+    if parts is None and params.split_fill and seeds is not None:
+        parts = split_blob_fill(crop, top, left, seeds)
+    return parts
+
+
+def _typical_area(history: np.ndarray, reference: float) -> float:
+    """The slot's recent median area, or the population's when it has none."""
+    known = history[np.isfinite(history)]
+    return float(np.median(known)) if len(known) else reference
+
+
+def _whole_animal(area: float, history: np.ndarray, offset: np.ndarray) -> bool:
+    """Does a split part of this ``area``, ``offset`` (px) from the prediction, look like the
+    whole animal of these recent areas?"""
+    known = history[np.isfinite(history)]
+    if not len(known) or not np.isfinite(offset).all():
+        return False
+    typical = float(np.median(known))
+    return (typical / PART_AREA_TOLERANCE <= area <= typical * PART_AREA_TOLERANCE
+            and float(np.hypot(*offset)) <= PART_OFFSET_TOLERANCE * np.sqrt(typical))
+
+
+def _ambiguous(prob: np.ndarray, slots: np.ndarray, chosen: np.ndarray, forced: dict[int, int],
+               params: TrackingParams) -> np.ndarray:
+    """Per slot of all N: was its match a near-tie (another blob almost as likely for it, or
+    another slot almost as likely for its blob)?"""
+    out = np.zeros(len(chosen), bool)
+    if not len(slots) or not prob.shape[1]:
+        return out
+    for i, slot in enumerate(slots):
+        j = chosen[slot]
+        if j < 0 or slot in forced:
+            continue
+        own = prob[i, j]
+        row = prob[i].copy()
+        row[j] = 0.0
+        col = prob[:, j].copy()
+        col[i] = 0.0
+        rival = max(row.max(initial=0.0), col.max(initial=0.0))
+        out[slot] = rival >= max(params.ambiguity_ratio * own, params.matching_threshold)
+    return out
+
+
+def _reattach(blob_pos: np.ndarray, slot_pos: np.ndarray, lost_for: np.ndarray
+              ) -> list[tuple[int, int]]:
+    """Lost slots → leftover blobs, greedily by TRex's score 0.1 + 1/(distance²·time lost)."""
+    if not len(blob_pos) or not len(slot_pos):
+        return []
+    d2 = ((blob_pos[None] - slot_pos[:, None]) ** 2).sum(axis=2)
+    score = 0.1 + 1.0 / np.maximum(d2 * lost_for[:, None], 1e-9)
+    pairs = []
+    for _ in range(min(score.shape)):
+        i, j = np.unravel_index(np.argmax(score), score.shape)
+        pairs.append((int(i), int(j)))
+        score[i, :] = -np.inf
+        score[:, j] = -np.inf
+    return pairs
 
 
 def _with_split_parts(detections: Detections, extra: list[dict[str, np.ndarray]]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 
-from ...core.background import combine, sample_frames
+from ...core.background import background_for, sample_frames
 from ...core.detection import PREVIEW_ANIMAL, PREVIEW_OUT_OF_RANGE, DetectionParams, preview_labels
 from ...core.errors import NapariTrexError
 from ...core.pipeline import track_video
@@ -135,10 +135,11 @@ class TrackingWidget(JobPanel, Container):
         try:
             settings = self.form.settings(self.session.settings)
             video = self.video_of(layer)
-            key = (layer.name, settings.averaging_method, settings.background_image)
+            key = (layer.name, settings.averaging_method, settings.background_image,
+                   settings.threshold, settings.track_threshold, settings.enable_absolute_difference)
             if self._background is None or self._background[0] != key:
                 _, samples = sample_frames(video, min(settings.average_samples, PREVIEW_SAMPLES))
-                self._background = (key, combine(samples, settings.averaging_method))
+                self._background = (key, background_for(samples, settings))
             frame_index = min(self.current_frame(), len(video) - 1)
             params = DetectionParams.from_settings(settings, video.frame_shape)
             labels = preview_labels(_grey(video.read(frame_index)), self._background[1], params)
