@@ -61,9 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="change one parameter (repeatable), e.g. --set track_max_individuals=8")
     track.add_argument("--ignore-unknown", action="store_true",
                        help="skip names in a TRex .settings file that napari-trex does not use")
-    track.add_argument("--scheduler", default="threads",
-                       help="dask scheduler for detection: threads (default), processes, "
-                            "synchronous, or a dask.distributed address tcp://host:8786")
+    track.add_argument("--scheduler", default="processes",
+                       help="where detection runs while tracking follows it: processes (default, "
+                            "one per core), threads, synchronous, or a dask.distributed address "
+                            "tcp://host:8786")
     track.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     track.add_argument("--identify", action="store_true",
                        help="then train the identification network and give every tracklet an identity")

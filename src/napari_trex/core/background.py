@@ -29,6 +29,7 @@ whatever the method: give such recordings a ``background_image``.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,23 +153,55 @@ def sample_frames(video: Video, n_samples: int, progress: ProgressCallback | Non
 
     Where the video has at least that many keyframes (long recordings), the samples are the
     keyframes nearest to the even positions: each then costs one decoded frame instead of a
-    run from the previous keyframe. Frames are read in increasing order either way.
+    run from the previous keyframe. Otherwise several samples share a run between keyframes:
+    those runs are decoded once each, in parallel (one thread per core).
     """
     indices = sample_indices(len(video), n_samples)
     index = getattr(video, "frame_index", None)
-    if index is not None and len(video) > 4 * n_samples:
-        keyframes = np.asarray(index().keyframes)
-        if len(keyframes) >= len(indices):
-            nearest = np.clip(np.searchsorted(keyframes, indices), 0, len(keyframes) - 1)
-            indices = np.unique(keyframes[nearest])
+    keyframes = np.asarray(index().keyframes) if index is not None else np.empty(0, np.int64)
+    if len(keyframes) and len(video) > 4 * n_samples and len(keyframes) >= len(indices):
+        nearest = np.clip(np.searchsorted(keyframes, indices), 0, len(keyframes) - 1)
+        indices = np.unique(keyframes[nearest])
     stack = np.empty((len(indices), *video.frame_shape[:2]), dtype=np.uint8)
-    for k, i in enumerate(indices):
-        if should_stop is not None and should_stop():
-            raise Cancelled("cancelled while sampling frames")
-        frame = video.read(int(i))
+    done = [0]
+    lock = threading.Lock()
+
+    def store(k: int, frame: np.ndarray) -> None:
         stack[k] = frame if frame.ndim == 2 else rgb_to_grey(frame)
+        with lock:
+            done[0] += 1
+            count = done[0]
         if progress is not None:
-            progress(k + 1, len(indices), "sampling frames")
+            progress(count, len(indices), "sampling frames")
+
+    def run(group: np.ndarray) -> None:  # sample positions (into indices) between two keyframes
+        wanted = {int(indices[k]): int(k) for k in group}
+        first, last = int(indices[group[0]]), int(indices[group[-1]])
+        if len(group) == 1:
+            store(int(group[0]), video.read(first))
+            return
+        for i, frame in video.frames(first, last + 1, threads=1):
+            if should_stop is not None and should_stop():
+                raise Cancelled("cancelled while sampling frames")
+            if i in wanted:
+                store(wanted[i], frame)
+
+    gop = np.searchsorted(keyframes, indices, side="right") if len(keyframes) else \
+        np.arange(len(indices))
+    groups = [np.flatnonzero(gop == g) for g in np.unique(gop)]
+    if should_stop is not None and should_stop():
+        raise Cancelled("cancelled while sampling frames")
+    workers = min(len(groups), os.cpu_count() or 1)
+    if workers > 1 and len(groups) < len(indices):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, groups))
+    else:
+        for group in groups:
+            if should_stop is not None and should_stop():
+                raise Cancelled("cancelled while sampling frames")
+            run(group)
     return indices, stack
 
 

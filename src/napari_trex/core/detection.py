@@ -14,19 +14,26 @@ chunk sequentially and returns a small columnar table. Memory is bounded by the 
 
 from __future__ import annotations
 
+import bisect
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .errors import Cancelled, NapariTrexError
 from .settings import Settings
 from .video import Video, rgb_to_grey
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+SPLIT_STEP = 3  # split_blob tries at least every 3rd grey value first (see there) ...
+SPLIT_COARSE_LEVELS = 10  # ... and at most about 10 levels before refining
 
 COLUMNS = ("frame", "x", "y", "area", "angle", "major", "minor", "intensity", "y0", "x0", "y1", "x1",
            "blob_id", "split")
@@ -176,6 +183,68 @@ class Detections:
             return cls(columns, data["offsets"], pixels)
 
 
+class StreamedDetections:
+    """Detections arriving chunk by chunk (consecutive ranges of frames, in order) from
+    ``futures`` (``concurrent.futures``) while tracking reads them: :func:`track` waits for a
+    chunk only when it reaches its first frame."""
+
+    def __init__(self, ranges: list[tuple[int, int]], futures: list[Any]) -> None:
+        self.ranges = ranges
+        self.futures = futures
+        self.n_frames = ranges[-1][1] if ranges else 0
+        self._chunks: list[Detections] = []
+        self._first_row: list[int] = []
+        self._joined: Detections | None = None
+        self.pixels = _StreamedPixels(self)
+
+    def _chunk(self, frame: int) -> int:
+        k = len(self._chunks) - 1
+        while k < 0 or frame >= self.ranges[k][1]:
+            k += 1
+            if k == len(self._chunks):
+                chunk = self.futures[k].result()  # waits; re-raises what the worker raised
+                self._first_row.append(self._first_row[-1] + len(self._chunks[-1])
+                                       if self._chunks else 0)
+                self._chunks.append(chunk)
+        while frame < self.ranges[k][0]:
+            k -= 1
+        return k
+
+    def frame(self, frame: int) -> tuple[Detections, int, slice]:
+        """The chunk holding ``frame``, the global row of the chunk's first row, the chunk's
+        rows of the frame."""
+        k = self._chunk(frame)
+        return self._chunks[k], self._first_row[k], self._chunks[k].rows(frame - self.ranges[k][0])
+
+    def joined(self) -> Detections:
+        """All chunks as one :class:`Detections` (waits for the last)."""
+        if self._joined is None:
+            if self.n_frames:
+                self._chunk(self.n_frames - 1)
+            self._joined = Detections.concatenate(self._chunks)
+        return self._joined
+
+
+class _StreamedPixels:
+    def __init__(self, owner: StreamedDetections) -> None:
+        self.owner = owner
+
+    def _find(self, row: int) -> tuple[Detections, int] | None:
+        starts = self.owner._first_row
+        k = bisect.bisect_right(starts, row) - 1
+        if k < 0:
+            return None
+        return self.owner._chunks[k], row - starts[k]
+
+    def __contains__(self, row: int) -> bool:
+        found = self._find(row)
+        return found is not None and found[1] in found[0].pixels
+
+    def __getitem__(self, row: int) -> tuple[int, int, np.ndarray]:
+        chunk, local = self._find(row)
+        return chunk.pixels[local]
+
+
 def absolute_difference(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
     """|background - frame| in uint8 (no overflow), greyscale whatever the frame is."""
     if frame.ndim == 3:
@@ -214,10 +283,16 @@ def region_properties(labels: np.ndarray, n: int, diff: np.ndarray, y_offset: in
                       x_offset: int = 0) -> dict[str, np.ndarray]:
     """Area, centroid, orientation, axes, mean difference, bounding box and TRex blob id of
     labels ``1..n`` (index k-1 for label k), vectorised over all blobs with ``np.bincount``."""
-    width = labels.shape[1]
     flat = np.flatnonzero(labels)
+    return _properties(flat, labels.ravel()[flat], n, diff.ravel()[flat], labels.shape[1],
+                       y_offset, x_offset)
+
+
+def _properties(flat: np.ndarray, lab: np.ndarray, n: int, values: np.ndarray, width: int,
+                y_offset: int = 0, x_offset: int = 0) -> dict[str, np.ndarray]:
+    """:func:`region_properties` from the blobs' pixels only: raster indices ``flat`` (in raster
+    order), their labels ``lab`` (1..n) and difference ``values``."""
     ys, xs = np.divmod(flat, width)
-    lab = labels.ravel()[flat]
     area = np.bincount(lab, minlength=n + 1).astype(np.float64)
     safe = np.maximum(area, 1)
     xf, yf = xs.astype(np.float64), ys.astype(np.float64)  # float64: squares of 1920 px add up
@@ -230,7 +305,7 @@ def region_properties(labels: np.ndarray, n: int, diff: np.ndarray, y_offset: in
     common = np.sqrt(np.maximum(((mu20 - mu02) / 2) ** 2 + mu11 ** 2, 0))
     major = 4 * np.sqrt(np.maximum((mu20 + mu02) / 2 + common, 0))
     minor = 4 * np.sqrt(np.maximum((mu20 + mu02) / 2 - common, 0))
-    intensity = np.bincount(lab, diff.ravel()[flat].astype(np.float64), n + 1) / safe
+    intensity = np.bincount(lab, values.astype(np.float64), n + 1) / safe
     # bounding boxes: group pixels by label (stable sort keeps raster order inside a label)
     order = np.argsort(lab, kind="stable")
     counts = area[1:].astype(np.int64)
@@ -261,9 +336,9 @@ def region_properties(labels: np.ndarray, n: int, diff: np.ndarray, y_offset: in
             "x1": x1[1:] + x_offset, "blob_id": ids[1:]}
 
 
-def _label_foreground(frame: np.ndarray, background: np.ndarray, params: DetectionParams
-                      ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Difference image, connected components of the thresholded foreground, their count."""
+def _foreground(frame: np.ndarray, background: np.ndarray, params: DetectionParams
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Difference image and the thresholded foreground mask (closing, dilation, crop applied)."""
     diff = difference_image(frame, background, params)
     mask = diff >= params.threshold
     if params.closing_size > 1:
@@ -275,8 +350,127 @@ def _label_foreground(frame: np.ndarray, background: np.ndarray, params: Detecti
         cropped = np.zeros_like(mask)
         cropped[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
         mask = cropped
+    return diff, mask
+
+
+def _label_foreground(frame: np.ndarray, background: np.ndarray, params: DetectionParams
+                      ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Difference image, connected components of the thresholded foreground, their count."""
+    diff, mask = _foreground(frame, background, params)
     labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
     return diff, labels, n
+
+
+class _Lines:
+    """The foreground of a frame as horizontal lines (runs of pixels), TRex's representation,
+    grouped into 8-connected blobs.
+
+    A video frame's foreground is sparse (a few per cent of the pixels), so working on its lines
+    instead of a label image skips most of the frame: labelling is a graph of touching lines
+    (``scipy.sparse.csgraph.connected_components``), and every region property is a sum over
+    lines in closed form. About three times faster than ``ndimage.label`` plus properties.
+    """
+
+    def __init__(self, mask: np.ndarray) -> None:
+        height, width = mask.shape
+        self.width = width
+        flat = np.flatnonzero(mask)  # foreground pixels in raster order
+        self.flat = flat
+        if not len(flat):
+            self.y = self.x0 = self.x1 = self.first_pixel = np.empty(0, np.int64)
+            self.blob = np.empty(0, np.int64)
+            self.n = 0
+            return
+        new_line = np.ones(len(flat), bool)
+        new_line[1:] = (flat[1:] != flat[:-1] + 1) | (flat[1:] % width == 0)
+        self.first_pixel = np.flatnonzero(new_line)
+        starts = flat[self.first_pixel]
+        last = np.concatenate([self.first_pixel[1:], [len(flat)]]) - 1
+        self.y, self.x0 = np.divmod(starts, width)
+        self.x1 = flat[last] % width  # inclusive
+        # lines in consecutive rows touch (8-connected) when [x0-1, x1+1] overlaps the other
+        stride = width + 2
+        start_key = self.y * stride + self.x0
+        end_key = self.y * stride + self.x1
+        above = (self.y - 1) * stride
+        lo = np.searchsorted(end_key, above + self.x0 - 1, "left")
+        hi = np.searchsorted(start_key, above + self.x1 + 1, "right")
+        count = np.maximum(hi - lo, 0)
+        lines = len(starts)
+        if count.sum():
+            me = np.repeat(np.arange(lines), count)
+            offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+            other = np.repeat(lo, count) + offset
+            graph = coo_matrix((np.ones(len(me), np.int8), (me, other)), shape=(lines, lines))
+            self.n, component = connected_components(graph, directed=False)
+            # number blobs by their first line in raster order (as a label image would)
+            first_line = np.full(self.n, lines, np.int64)
+            np.minimum.at(first_line, component, np.arange(lines))
+            rank = np.empty(self.n, np.int64)
+            rank[np.argsort(first_line)] = np.arange(self.n)
+            self.blob = rank[component]
+        else:
+            self.n = lines
+            self.blob = np.arange(lines)
+
+    def properties(self, diff: np.ndarray, keep: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:func:`region_properties` of the blobs marked in ``keep`` (per blob), and which blob
+        each returned row is."""
+        blobs = np.flatnonzero(keep)
+        on = keep[self.blob]
+        index = np.full(self.n, -1, np.int64)
+        index[blobs] = np.arange(len(blobs))
+        b = index[self.blob[on]]
+        y, x0, x1 = self.y[on].astype(np.float64), self.x0[on].astype(np.float64), \
+            self.x1[on].astype(np.float64)
+        m = len(blobs)
+        length = x1 - x0 + 1
+        area = np.bincount(b, length, m)
+        safe = np.maximum(area, 1)
+        sum_x = length * (x0 + x1) / 2
+        sum_xx = (x1 * (x1 + 1) * (2 * x1 + 1) - (x0 - 1) * x0 * (2 * x0 - 1)) / 6
+        cx = np.bincount(b, sum_x, m) / safe
+        cy = np.bincount(b, length * y, m) / safe
+        mu20 = np.bincount(b, sum_xx, m) / safe - cx ** 2
+        mu02 = np.bincount(b, length * y * y, m) / safe - cy ** 2
+        mu11 = np.bincount(b, sum_x * y, m) / safe - cx * cy
+        angle = 0.5 * np.arctan2(2 * mu11, mu20 - mu02)
+        common = np.sqrt(np.maximum(((mu20 - mu02) / 2) ** 2 + mu11 ** 2, 0))
+        major = 4 * np.sqrt(np.maximum((mu20 + mu02) / 2 + common, 0))
+        minor = 4 * np.sqrt(np.maximum((mu20 + mu02) / 2 - common, 0))
+        values = diff.ravel()[self.flat].astype(np.float64)
+        line_sums = np.add.reduceat(values, self.first_pixel)[on]
+        intensity = np.bincount(b, line_sums, m) / safe
+        y0 = np.full(m, np.iinfo(np.int64).max)
+        y1 = np.zeros(m, np.int64)
+        bx0 = np.full(m, np.iinfo(np.int64).max)
+        bx1 = np.zeros(m, np.int64)
+        yi = self.y[on]
+        np.minimum.at(y0, b, yi)
+        np.maximum.at(y1, b, yi + 1)
+        np.minimum.at(bx0, b, self.x0[on])
+        np.maximum.at(bx1, b, self.x1[on] + 1)
+        # TRex's blob id from the first line (raster order) and the number of lines
+        line_no = np.flatnonzero(on)
+        first = np.full(m, len(self.y), np.int64)
+        np.minimum.at(first, b, line_no)
+        lines = np.bincount(b, minlength=m)
+        mid_x = (self.x0[first] + self.x1[first]) // 2
+        ids = (mid_x.astype(np.int64) << 20) | ((self.y[first].astype(np.int64) & 0xFFF) << 8) | \
+            (lines & 0xFF)
+        return {"x": cx, "y": cy, "area": area, "angle": angle, "major": major, "minor": minor,
+                "intensity": intensity, "y0": y0, "x0": bx0, "y1": y1, "x1": bx1,
+                "blob_id": ids}, blobs
+
+    def crop(self, blob: int, diff: np.ndarray, top: int, left: int, bottom: int, right: int
+             ) -> np.ndarray:
+        """The difference pixels of one blob in its bounding box (0 outside the blob)."""
+        lines = np.flatnonzero(self.blob == blob)
+        out = np.zeros((bottom - top, right - left), np.uint8)
+        for k in lines:
+            y, a, e = int(self.y[k]), int(self.x0[k]), int(self.x1[k]) + 1
+            out[y - top, a - left: e - left] = diff[y, a:e]
+        return out
 
 
 PREVIEW_ANIMAL, PREVIEW_OUT_OF_RANGE = 1, 2
@@ -302,12 +496,18 @@ def preview_labels(frame: np.ndarray, background: np.ndarray, params: DetectionP
 def detect_frame(frame: np.ndarray, background: np.ndarray, params: DetectionParams,
                  frame_index: int = 0) -> tuple[dict[str, np.ndarray], dict[int, tuple[int, int, np.ndarray]]]:
     """Blobs of one frame as columns, and the pixels of blobs that may be several animals."""
-    diff, labels, n = _label_foreground(frame, background, params)
-    if n == 0:
+    diff, mask = _foreground(frame, background, params)
+    lines = _Lines(mask)
+    if lines.n == 0:
         return _empty_frame(frame_index), {}
-    props = region_properties(labels, n, diff)
+    # noise makes thousands of specks per frame: drop them before measuring anything else
+    sizes = np.bincount(lines.blob, lines.x1 - lines.x0 + 1, lines.n)
+    sized = (sizes >= params.prefilter_px[0]) & (sizes <= params.prefilter_px[1])
+    if not sized.any():
+        return _empty_frame(frame_index), {}
+    props, original = lines.properties(diff, sized)
     area = props["area"]
-    keep = (area >= params.prefilter_px[0]) & (area <= params.prefilter_px[1])
+    keep = np.ones(len(original), bool)
     if params.intensity_range is not None:
         lo, hi = params.intensity_range
         keep &= (props["intensity"] >= lo) & (props["intensity"] <= hi)
@@ -319,10 +519,9 @@ def detect_frame(frame: np.ndarray, background: np.ndarray, params: DetectionPar
     table["split"] = np.zeros(len(rows), bool)
     pixels: dict[int, tuple[int, int, np.ndarray]] = {}
     for k in np.flatnonzero(area[rows] > params.keep_pixels_above_px):
-        label_id = rows[k] + 1
         top, left = int(table["y0"][k]), int(table["x0"][k])
-        sl = (slice(top, int(table["y1"][k])), slice(left, int(table["x1"][k])))
-        crop = np.where(labels[sl] == label_id, diff[sl], 0).astype(np.uint8)
+        crop = lines.crop(int(original[rows[k]]), diff, top, left, int(table["y1"][k]),
+                          int(table["x1"][k]))
         pixels[int(k)] = (top, left, crop)
     return table, pixels
 
@@ -340,13 +539,26 @@ def split_blob(crop: np.ndarray, top: int, left: int, k: int, threshold: int,
     total = int(blob.sum())
     if total == 0 or k < 2:
         return None
-    for level in range(max(1, threshold + 1), 256):
-        mask = crop >= level
+    # only the grey values the blob holds change the mask: step through them coarsely (about
+    # SPLIT_COARSE_LEVELS steps), and where k cores appear go back to the first value that gives
+    # them (the result of raising the threshold by one each time, for a fraction of the labelling)
+    values = np.unique(crop[crop > threshold])
+    step = max(SPLIT_STEP, len(values) // SPLIT_COARSE_LEVELS)
+    failed, i = -1, 0
+    while i < len(values):
+        mask = crop >= values[i]
         if mask.sum() < global_shrink_limit * total:
             return None
         labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
         if n < k:
+            failed, i = i, i + step
             continue
+        for j in range(failed + 1, i):
+            finer, finer_n = ndimage.label(crop >= values[j], structure=EIGHT_CONNECTED)
+            if finer_n >= k:
+                labels, n, i = finer, finer_n, j
+                break
+        failed, i = len(values), i + step  # lopsided cores: go on, no more refining
         areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
         order = np.argsort(areas)[::-1][:k]
         if areas[order[-1]] / areas[order[0]] < min_ratio:
@@ -412,11 +624,12 @@ def _empty_frame(frame_index: int) -> dict[str, np.ndarray]:
 
 def detect_range(video: Video, background: np.ndarray, params: DetectionParams, start: int, stop: int,
                  on_frame: Callable[[], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> Detections:
+                 should_stop: Callable[[], bool] | None = None,
+                 decoder_threads: int | None = None) -> Detections:
     """Detect in frames ``start .. stop-1`` (decoded sequentially): one dask task."""
     bg = np.clip(np.rint(background), 0, 255).astype(np.uint8)
     tables, pixels = [], []
-    for index, frame in video.frames(start, stop):
+    for index, frame in video.frames(start, stop, threads=decoder_threads):
         if should_stop is not None and should_stop():
             raise Cancelled("detection cancelled")
         table, frame_pixels = detect_frame(frame, bg, params, index)
@@ -489,6 +702,78 @@ def detect_video(
         parts = _compute_with_progress(tasks, ranges, scheduler, num_workers, progress, should_stop,
                                        total)
     return Detections.concatenate(list(parts))
+
+
+@contextmanager
+def streamed_detection(video: Video, background: np.ndarray, params: DetectionParams,
+                       chunk_frames: int = 250, num_workers: int | None = None,
+                       progress: Callable[..., None] | None = None,
+                       should_stop: Callable[[], bool] | None = None,
+                       processes: bool = False) -> Iterator[StreamedDetections]:
+    """Detect chunks of frames in a pool of workers and hand them over in order as they are
+    done, so that tracking (sequential, in the caller's thread) runs while later chunks are
+    detected.
+
+    A pool of threads (``processes=False``: decoding and the numpy/scipy work release the GIL;
+    safe inside napari) or of processes (no GIL shared with tracking: faster; forked where that
+    is safe, on Linux with no other thread running, as from the command line, else spawned,
+    which needs the usual ``if __name__ == "__main__":`` guard in scripts). Not dask: its local
+    schedulers return results only when all are done, and tracking would wait for the whole
+    video. Leaving the ``with`` block (also by an exception) stops the chunks still waiting.
+    """
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    ranges = chunk_ranges(video, max(1, chunk_frames))
+    total = len(video)
+    done = [0]
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def stopped() -> bool:
+        return stop.is_set() or (should_stop is not None and should_stop())
+
+    def on_frame() -> None:
+        with lock:
+            done[0] += 1
+            count = done[0]
+        if progress is not None and (count % 25 == 0 or count == total):
+            progress(count, total, "detecting animals")
+
+    def on_chunk(frames: int) -> Callable[[Any], None]:
+        def report(future: Any) -> None:
+            if not future.cancelled() and future.exception() is None and progress is not None:
+                with lock:
+                    done[0] += frames
+                    count = done[0]
+                progress(count, total, "detecting animals")
+        return report
+
+    workers = num_workers or min(len(ranges), os.cpu_count() or 1) or 1
+    threads = 1 if workers > 1 else None  # the chunks run in parallel already
+    if processes:
+        import multiprocessing
+        import sys
+
+        fork = sys.platform == "linux" and threading.active_count() == 1
+        pool: Any = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
+            "fork" if fork else "spawn"))
+    else:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="napari-trex-detect")
+    try:
+        futures = []
+        for a, b in ranges:
+            if processes:  # callables do not cross processes: progress per finished chunk
+                future = pool.submit(detect_range, video, background, params, a, b, None, None,
+                                     threads)
+                future.add_done_callback(on_chunk(b - a))
+            else:
+                future = pool.submit(detect_range, video, background, params, a, b, on_frame,
+                                     stopped, threads)
+            futures.append(future)
+        yield StreamedDetections(ranges, futures)
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _compute_with_progress(tasks: list[Any], ranges: list[tuple[int, int]], scheduler: str,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .background import background_for, sample_frames
-from .detection import DetectionParams, Detections, detect_frame, detect_video
+from .detection import DetectionParams, Detections, detect_frame, detect_video, streamed_detection
 from .errors import Cancelled, NapariTrexError
 from .settings import Settings
 from .tracking import TrackingParams, TrackingResult
@@ -250,17 +250,29 @@ def track_video(
     if auto.reference_area_px > 0:  # keep the pixels of blobs that may hold several animals
         params = dataclasses.replace(params, keep_pixels_above_px=min(
             params.keep_pixels_above_px, 1.15 * auto.reference_area_px))
-    t0 = time.perf_counter()
-    detections = detect_video(video, background, params, chunk_frames=chunk_frames,
-                              scheduler=scheduler, progress=_stage(progress, "detecting animals"),
-                              should_stop=should_stop)
-    timings["detection"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     tracking_params = TrackingParams.from_settings(
         settings, fps, video.frame_shape[1], settings.track_max_individuals, params.size_ranges_px,
         auto.reference_area_px, auto.merged_area_px)
-    result = link_tracklets(detections, tracking_params, times, _stage(progress, "tracking"), should_stop)
-    timings["tracking"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if scheduler in (None, "threads", "processes"):
+        # tracking follows detection chunk by chunk (both run at once, see streamed_detection)
+        with streamed_detection(video, background, params, chunk_frames=chunk_frames,
+                                progress=_stage(progress, "detecting animals"),
+                                should_stop=should_stop,
+                                processes=scheduler == "processes") as stream:
+            result = link_tracklets(stream, tracking_params, times, _stage(progress, "tracking"),
+                                    should_stop)
+            detections = stream.joined()
+        timings["detection+tracking"] = time.perf_counter() - t0
+    else:
+        detections = detect_video(video, background, params, chunk_frames=chunk_frames,
+                                  scheduler=scheduler, progress=_stage(progress, "detecting animals"),
+                                  should_stop=should_stop)
+        timings["detection"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = link_tracklets(detections, tracking_params, times, _stage(progress, "tracking"),
+                                should_stop)
+        timings["tracking"] = time.perf_counter() - t0
     det = result.detections
     segments = global_segments(result.assignment, result.tracklets, det["x"], det["y"], det["split"],
                                video.frame_shape[:2])

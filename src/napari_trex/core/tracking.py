@@ -56,7 +56,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .detection import COLUMNS, Detections, split_blob, split_blob_fill
+from .detection import COLUMNS, Detections, StreamedDetections, split_blob, split_blob_fill
 from .errors import Cancelled
 from .settings import Settings
 from .tracklets import (
@@ -73,7 +73,9 @@ from .tracklets import (
     Tracklets,
 )
 
+PART_ROWS = 1 << 40  # row numbers of split parts start here (above any video's detections)
 HISTORY = 6  # positions kept per slot for the velocity (TRex: ~5 valid frames)
+SMALL_PROBLEM = 32  # up to this many slots, one Hungarian over all of them (same optimum)
 AREA_HISTORY = 10  # areas (px) of each slot's last whole-animal blobs
 #: A part of a split blob is a whole animal when its area is within this factor of the animal's
 #: recent median area (its own posture changes stay well inside; a part that holds half of a
@@ -190,6 +192,12 @@ def _assign_clusters(prob: np.ndarray, threshold: float) -> list[tuple[int, int]
     edges = prob >= threshold
     if not edges.any():
         return []
+    if n_rows <= SMALL_PROBLEM:  # one Hungarian is cheaper than finding the clusters
+        rows = np.flatnonzero(edges.any(axis=1))
+        cols = np.flatnonzero(edges.any(axis=0))
+        sub = prob[np.ix_(rows, cols)]
+        ri, ci = linear_sum_assignment(np.where(sub >= threshold, -sub, 1.0))
+        return [(int(rows[i]), int(cols[j])) for i, j in zip(ri, ci) if sub[i, j] >= threshold]
     r, c = np.nonzero(edges)
     graph = coo_matrix((np.ones(len(r)), (r, n_rows + c)), shape=(n_rows + n_cols,) * 2)
     _, component = connected_components(graph, directed=False)
@@ -211,9 +219,12 @@ def _assign_clusters(prob: np.ndarray, threshold: float) -> list[tuple[int, int]
 class _Blobs:
     """The candidate blobs of one frame, growing when merged blobs are split."""
 
-    def __init__(self, det: Detections, frame: int) -> None:
-        rows = det.rows(frame)
-        self.row = np.arange(rows.start, rows.stop, dtype=np.int64)
+    def __init__(self, detections: Detections | StreamedDetections, frame: int) -> None:
+        if isinstance(detections, StreamedDetections):
+            det, first_row, rows = detections.frame(frame)
+        else:
+            det, first_row, rows = detections, 0, detections.rows(frame)
+        self.row = np.arange(first_row + rows.start, first_row + rows.stop, dtype=np.int64)
         self.pos = np.column_stack([det["x"][rows], det["y"][rows]]).astype(float)
         self.area = det["area"][rows].astype(float)
         self.blob_id = det["blob_id"][rows]
@@ -232,10 +243,14 @@ class _Blobs:
         return np.arange(len(self.row) - k, len(self.row))
 
 
-def track(detections: Detections, params: TrackingParams, times: np.ndarray | None = None,
-          progress: Callable[..., None] | None = None,
+def track(detections: Detections | StreamedDetections, params: TrackingParams,
+          times: np.ndarray | None = None, progress: Callable[..., None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrackingResult:
-    """Link the detections of every frame into ``params.n_individuals`` slots and tracklets."""
+    """Link the detections of every frame into ``params.n_individuals`` slots and tracklets.
+
+    ``detections`` may be :class:`StreamedDetections`: tracking then follows the detection of
+    later chunks of frames, which runs meanwhile in other threads.
+    """
     n_frames = detections.n_frames
     n = params.n_individuals
     fps = params.fps
@@ -263,7 +278,7 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
     probability = np.full((n_frames, n), np.nan)
     extra: list[dict[str, np.ndarray]] = []  # parts of split blobs, appended after the originals
     n_extra = 0
-    base = len(detections)
+    base = PART_ROWS  # rows of split parts: PART_ROWS + k, renumbered at the end
 
     def close(slot: int, end: int, reason: int) -> None:
         tracklet_rows[current[slot]][3] = end
@@ -446,6 +461,8 @@ def track(detections: Detections, params: TrackingParams, times: np.ndarray | No
         if progress is not None and (t % 100 == 0 or t == n_frames - 1):
             progress(t + 1, n_frames, "tracking")
 
+    if isinstance(detections, StreamedDetections):
+        detections = detections.joined()
     final, remap = _with_split_parts(detections, extra)
     assignment = np.where(assignment >= 0, remap[np.maximum(assignment, 0)], -1)
     tracklets = Tracklets.from_rows([tuple(r) for r in tracklet_rows])
@@ -487,7 +504,8 @@ def _time_term(params: TrackingParams, recent: np.ndarray, lost: np.ndarray, now
     return out
 
 
-def _split(detections: Detections, row: int, base: int, k: int, params: TrackingParams,
+def _split(detections: Detections | StreamedDetections, row: int, base: int, k: int,
+           params: TrackingParams,
            seeds: np.ndarray | None) -> dict[str, np.ndarray] | None:
     """Split the blob in detection ``row`` into ``k`` animals: raise the threshold, or (with the
     predicted positions as ``seeds``) a watershed from them; None if it cannot be done."""
@@ -558,9 +576,10 @@ def _reattach(blob_pos: np.ndarray, slot_pos: np.ndarray, lost_for: np.ndarray
 
 def _with_split_parts(detections: Detections, extra: list[dict[str, np.ndarray]]
                       ) -> tuple[Detections, np.ndarray]:
-    """Detections with the parts of split blobs inserted in frame order, and old row → new row."""
+    """Detections with the parts of split blobs inserted in frame order, and a row → new row
+    lookup (``remap[row]`` for detections, ``remap[PART_ROWS + k]`` for the k-th part)."""
     if not extra:
-        return detections, np.arange(len(detections), dtype=np.int64)
+        return detections, _RowMap(np.arange(len(detections), dtype=np.int64), len(detections))
     columns = {}
     for c in COLUMNS:
         parts = [p[c] for p in extra]
@@ -573,4 +592,17 @@ def _with_split_parts(detections: Detections, extra: list[dict[str, np.ndarray]]
     counts = np.bincount(columns["frame"], minlength=detections.n_frames)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     pixels = {int(remap[row]): crop for row, crop in detections.pixels.items()}
-    return Detections(columns, offsets, pixels), remap
+    return Detections(columns, offsets, pixels), _RowMap(remap, len(detections))
+
+
+class _RowMap:
+    """``remap[row]`` for rows of the detections (< n) and of split parts (PART_ROWS + k)."""
+
+    def __init__(self, remap: np.ndarray, n: int) -> None:
+        self.remap, self.n = remap, n
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        index = np.where(rows >= PART_ROWS, rows - PART_ROWS + self.n, rows)
+        return self.remap[index]
+
