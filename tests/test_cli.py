@@ -57,6 +57,11 @@ def test_sample_writes_video_and_ground_truth(capsys, tmp_path):
     assert lines[0] == "frame,identity,x,y,angle,contact" and len(lines) == 1 + 20 * 3
     code, _, err = _run(capsys, "sample", str(tmp_path / "demo.txt"))
     assert code == 1 and "video extension" in err
+    code, _, _ = _run(capsys, "sample", str(tmp_path / "hard.mp4"), "--frames", "20",
+                      "--individuals", "3", "--size", "256", "--seed", "1", "--realistic")
+    easy = (tmp_path / "demo_ground_truth.csv").read_text().splitlines()[1:4]
+    hard = (tmp_path / "hard_ground_truth.csv").read_text().splitlines()
+    assert code == 0 and len(hard) == 1 + 20 * 3 and hard[1:4] != easy
 
 
 def test_params_lists_every_parameter_with_unit_and_description(capsys):

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--polarity", choices=["dark_on_light", "light_on_dark"],
                         default="dark_on_light", help="dark animals on a light background or reverse")
+    sample.add_argument("--realistic", action="store_true",
+                        help="posture, legs, different sizes, resting, long contacts, uneven "
+                             "flickering light: what real recordings do to a tracker")
 
     params = commands.add_parser(
         "params", help="list parameters, or check/convert a settings file (TOML or TRex .settings)")
@@ -155,7 +158,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.individuals < 1 or args.frames < 1 or args.size < 64 or args.size % 2:
         raise NapariTrexError("need --individuals >= 1, --frames >= 1 and an even --size >= 64")
     synthetic = generate(n_individuals=args.individuals, n_frames=args.frames, size=args.size,
-                         seed=args.seed, polarity=args.polarity)
+                         seed=args.seed, polarity=args.polarity, realistic=args.realistic)
     video, truth = synthetic.write(out)
     print(f"wrote {video} ({args.frames} frames, {args.individuals} animals) and {truth}")
     return 0

@@ -106,3 +106,60 @@ def test_sample_video_files_are_generated_once_and_readable(tmp_path):
         assert len(video) == 30 and video.frame_shape == (512, 512)
     truth = read_ground_truth(truth_path)
     assert len(truth["frame"]) == 60 and set(truth["identity"]) == {0, 1}
+
+
+# -- the realistic mode: what real recordings do to a tracker
+
+
+@pytest.fixture(scope="module")
+def realistic():
+    return generate(n_individuals=4, n_frames=400, seed=2, realistic=True)
+
+
+def _blob_at(frame, background, x, y, threshold=15):
+    labels = label(np.abs(frame.astype(float) - background) >= threshold)
+    value = labels[int(round(y)), int(round(x))]
+    return (labels == value).sum() if value else 0
+
+
+def test_realistic_animals_differ_in_size_and_change_shape(realistic):
+    assert realistic.sizes.max() / realistic.sizes.min() > 1.2
+    pos = realistic.positions()
+    contact = realistic.contact()
+    spread = []
+    for i in range(4):
+        areas = [_blob_at(realistic.frames[t], realistic.background, *pos[t, i])
+                 for t in range(0, 400, 5) if not contact[max(0, t - 2): t + 3, i].any()]
+        areas = np.array([a for a in areas if a])
+        spread.append(np.percentile(areas, 90) / np.percentile(areas, 10))
+    assert max(spread) > 1.25  # posture, wings and legs: an animal's blob is not one size
+
+
+def test_realistic_animals_rest_and_linger_in_contact(realistic):
+    resting = realistic.resting
+    runs = [np.diff(np.flatnonzero(np.diff(np.r_[0, resting[:, i].astype(int), 0]))) for i in range(4)]
+    longest_rest = max(r[::2].max() if len(r) else 0 for r in runs)
+    assert longest_rest >= realistic.fps  # some animal rests for at least a second
+    contact = realistic.contact()
+    assert contact.any(axis=1).mean() > 0.05
+    # the contact column is true: touching animals are close, far ones never touch
+    pos = realistic.positions()
+    d = np.linalg.norm(pos[:, :, None] - pos[:, None], axis=-1) + np.eye(4)[None] * 1e9
+    assert (d.min(axis=2)[contact] < 1.6 * realistic.sizes.max()).all()
+    assert not contact[d.min(axis=2) > 2 * realistic.sizes.max()].any()
+
+
+def test_realistic_light_is_uneven_and_flickers(realistic):
+    background = realistic.background
+    assert np.percentile(background, 95) - np.percentile(background, 5) > 20
+    means = realistic.frames[:, 200:300, 200:300].mean(axis=(1, 2))
+    assert means.std() > 0.5  # the light flickers from frame to frame
+
+
+def test_realistic_mode_is_seeded_for_every_group_size():
+    for n, seed in ((1, 1), (6, 7), (12, 2)):
+        a = generate(n_individuals=n, n_frames=30, size=256, seed=seed, realistic=True)
+        assert a.frames.shape == (30, 256, 256) and len(a.ground_truth["frame"]) == 30 * n
+    b = generate(n_individuals=6, n_frames=30, size=256, seed=7, realistic=True)
+    c = generate(n_individuals=6, n_frames=30, size=256, seed=7, realistic=True)
+    assert np.array_equal(b.frames, c.frames)

@@ -86,3 +86,66 @@ def test_a_size_range_that_misses_the_animals_is_reported():
     good = track_video(ArrayVideo(synthetic.frames, 25),
                        Settings().updated(track_max_individuals=2, auto_minmax_size=True))
     assert good.auto.warnings == []
+
+
+def _reference_blobs(mask: np.ndarray, diff: np.ndarray) -> dict[str, np.ndarray]:
+    """Blob properties the slow way: a label image (ndimage) and per-pixel sums."""
+    from scipy import ndimage
+
+    from napari_trex.core.detection import region_properties
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    return region_properties(labels, n, diff)
+
+
+def test_detection_on_horizontal_lines_matches_a_label_image():
+    # random specks, thin lines, a ring (a hole), touching diagonals, blobs at the frame edges
+    rng = np.random.default_rng(3)
+    frame = np.zeros((80, 96), np.uint8)
+    frame[rng.random(frame.shape) > 0.93] = 90
+    frame[10:30, 10:30] = 120
+    frame[15:25, 15:25] = 0  # a ring
+    frame[40, 0:96] = 200  # a line across the whole width
+    for k in range(12):  # a diagonal: 8-connected only
+        frame[50 + k, 60 + k] = 150
+    frame[70:80, 0:8] = 60
+    frame[0:5, 90:96] = 180
+    diff = frame  # background 0
+    params = DetectionParams(threshold=30, prefilter_px=(1, np.inf))
+    table, _ = detect_frame(frame, np.zeros_like(frame), params)
+    reference = _reference_blobs(frame >= 30, diff)
+    for key in ("x", "y", "area", "angle", "major", "minor", "intensity", "y0", "x0", "y1", "x1",
+                "blob_id"):
+        assert np.allclose(table[key], reference[key]), key
+
+
+def test_blobs_that_may_hold_several_animals_keep_their_pixels():
+    frame = _frame_with([(10, 30, 10, 22), (50, 54, 50, 54)])
+    frame[12:14, 12:14] = 60  # the pixels keep their difference values
+    params = DetectionParams(threshold=15, keep_pixels_above_px=100)
+    table, pixels = detect_frame(frame, np.zeros_like(frame), params)
+    assert list(pixels) == [0]  # only the big blob
+    top, left, crop = pixels[0]
+    assert (top, left) == (10, 10) and crop.shape == (20, 12)
+    assert crop[2, 2] == 60 and crop[10, 5] == 200
+
+
+def test_a_resting_animal_stays_out_of_the_background():
+    # one dark square rests in the same place in 80 % of the frames, another keeps moving
+    frames = np.full((100, 96, 96), 200, np.uint8)
+    for t in range(100):
+        x = 10 + (t % 70)
+        frames[t, 70:76, x:x + 6] = 60
+        rest = (20, 20) if t < 80 else (20 + (t - 80), 50)
+        frames[t, rest[0]:rest[0] + 6, rest[1]:rest[1] + 6] = 60
+    from napari_trex.core.background import animal_polarity, background_from_samples
+
+    assert animal_polarity(frames, 15) == -1
+    for method in ("mode", "mean"):
+        background, _ = background_from_samples(frames, method, 15)
+        assert np.abs(background - 200).max() <= 1, method  # neither animal is in it
+    naive = combine(frames, "mode")
+    assert naive[22, 22] == 60  # what TRex's plain mode does: the resting animal is background
+    light = 255 - frames
+    assert animal_polarity(light, 15) == 1
+    assert np.abs(background_from_samples(light, "mode", 15)[0] - 55).max() <= 1

@@ -206,3 +206,88 @@ def test_unreachable_cluster_is_a_clear_error():
     with pytest.raises(NapariTrexError, match="dask"):
         track_video(ArrayVideo(synthetic.frames, 25), Settings().updated(track_max_individuals=1),
                     scheduler="tcp://127.0.0.1:9")
+
+
+# -- what real recordings do: posture, resting, contacts, restarts (the realistic generator)
+
+
+@pytest.mark.parametrize("seed", [2, 4])
+def test_realistic_animals_stay_in_clean_long_tracklets(seed):
+    synthetic = generate(n_individuals=4, n_frames=400, seed=seed, realistic=True)
+    contact = synthetic.contact()
+    assert contact.any(axis=1).mean() > 0.05  # they do touch ...
+    run = _run(synthetic)
+    det = run.result.detections
+    from napari_trex.core.evaluation import tracklet_report
+
+    report = tracklet_report(run, synthetic.ground_truth, synthetic.body_length / 2)
+    assert report.mixed == []  # ... and no tracklet carries two animals out of a contact
+    assert report.coverage >= 0.98
+    assert report.one_frame_without_contact == 0
+    assert report.n50 >= 100
+    assert report.end_reasons.get("NoBlob", 0) <= 2 and len(det["x"]) > 0
+
+
+def test_an_animal_that_spreads_its_wings_keeps_its_tracklet():
+    # two animals far apart; one grows by 45 % for a while (wings, posture): not a merge
+    frames = np.full((60, 128, 128), 20, np.uint8)
+    yy, xx = np.mgrid[0:128, 0:128]
+    for t in range(60):
+        r = 6 if 20 <= t < 35 else 5
+        frames[t][(xx - (20 + t)) ** 2 + (yy - 30) ** 2 <= r ** 2] = 200
+        frames[t][(xx - (100 - t)) ** 2 + (yy - 100) ** 2 <= 25] = 200
+    run = track_video(ArrayVideo(frames, fps=10), _constructed_settings(2))
+    assert len(run.result.tracklets) == 2, [reason_names(int(c)) for c in run.result.tracklets.end_reason]
+    assert (run.result.assignment >= 0).all()
+
+
+def test_an_animal_back_after_a_short_loss_is_one_tracklet_again_not_many():
+    # fast (60 px/s of 100), lost for 3 frames, back: TRex's time term made every frame after a
+    # restart 'ProbabilityTooSmall'
+    path = [[(10 + 6 * t, 64.0)] for t in range(12)] + [[None]] * 3 + \
+           [[(10 + 6 * t, 64.0)] for t in range(15, 35)]
+    run = track_video(_disk_video(path, size=256), _constructed_settings(1))
+    t = run.result.tracklets
+    assert len(t) == 2 and int(t.start[1]) == 15 and int(t.end[1]) == 34
+    assert int(t.end_reason[0]) & LOST_FOR_ONE_FRAME
+
+
+def test_more_animals_than_track_max_individuals_are_reported():
+    path = [[(20 + t, 30.0), (100 - t, 64.0), (64.0, 20 + t)] for t in range(40)]
+    run = track_video(_disk_video(path), _constructed_settings(2))
+    assert any("track_max_individuals = 2" in w and "more animals" in w for w in run.auto.warnings)
+
+
+def test_a_resting_animal_is_tracked_all_along():
+    # one animal rests for 80 % of the video (TRex's mode background would swallow it)
+    path = [[(20.0, 20.0) if t < 80 else (20.0 + (t - 80), 20.0), (20 + abs(50 - t), 100.0)]
+            for t in range(100)]
+    settings = _constructed_settings(2).updated(averaging_method="mode")
+    run = track_video(_disk_video(path), settings)
+    assert (run.result.assignment >= 0).mean() >= 0.98
+    assert len(run.result.tracklets) == 2  # neither ever lost
+
+
+def test_two_animals_resting_side_by_side_keep_their_tracklets():
+    # they walk up to each other, touch (one blob) for 2 s, then part: each part of the split
+    # blob is a whole animal at its predicted place, so the tracklets go on through the contact
+    path = []
+    for t in range(60):
+        gap = max(0.0, abs(30 - t) - 10) * 1.5  # touching for frames 20..40
+        path.append([(64 - 5.5 - gap, 64.0), (64 + 5.5 + gap, 64.0)])
+    run = track_video(_disk_video(path), _constructed_settings(2))
+    assert (run.result.assignment[20:41] >= 0).all()  # both tracked while touching
+    ids = run.result.tracklet_of
+    assert len(np.unique(ids[:, 0])) <= 2 and len(np.unique(ids[:, 1])) <= 2
+    x = run.result.detections["x"][run.result.assignment]
+    assert (x[:, 0] < 64).all() == (x[0, 0] < 64) and (np.sign(x[:, 1] - 64) == np.sign(x[0, 1] - 64)).all()
+
+
+def test_tracking_that_follows_detection_matches_tracking_afterwards():
+    synthetic = generate(n_individuals=3, n_frames=90, size=256, seed=2)
+    video = ArrayVideo(synthetic.frames, 25)
+    settings = Settings().updated(track_max_individuals=3)
+    streamed = track_video(video, settings, scheduler="threads", chunk_frames=20)
+    after = track_video(video, settings, scheduler="synchronous", chunk_frames=20)
+    assert np.array_equal(streamed.result.assignment, after.result.assignment)
+    assert np.array_equal(streamed.result.detections["x"], after.result.detections["x"])

@@ -219,3 +219,21 @@ def test_write_video_streams_frames_from_a_generator(tmp_path):
     with pytest.raises(ValueError, match="one timestamp per frame"):
         write_video(tmp_path / "bad.mp4", frames, timestamps=[0.0, 0.1])
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_grey_frames_from_the_luma_plane_are_what_ffmpeg_converts(tmp_path):
+    # the fast path (luma plane + limited-range table) must give swscale's grey, pixel for pixel
+    import av
+
+    rng = np.random.default_rng(0)
+    frames = np.clip(rng.normal(128, 70, (12, 64, 96)), 0, 255).astype(np.uint8)
+    frames[:, :, :8] = 0
+    frames[:, :, -8:] = 255  # both ends of the range
+    path = write_video(tmp_path / "grey.mp4", frames, 25)
+    with open_video(path, cache_mb=0) as video:
+        fast = np.stack([frame for _, frame in video.frames()] + [video.read(5)])
+    with av.open(str(path)) as container:
+        decoded = list(container.decode(video=0))
+        assert all(video_module._luma(f) is not None for f in decoded)  # the fast path was taken
+        slow = [f.to_ndarray(format="gray") for f in decoded]
+    assert np.array_equal(fast[:-1], np.stack(slow)) and np.array_equal(fast[-1], slow[5])

@@ -343,8 +343,9 @@ def _generate_realistic(n: int, n_frames: int, size: int, seed: int, fps: float,
     if codes.shape[1] > len(spot_u):  # large groups: two more spots along the midline
         spot_u = np.concatenate([spot_u, [0.25, -0.4]])
         spot_v = np.concatenate([spot_v, [0.0, 0.0]])
-    # sizes differ visibly (length 0.8x..1.2x of the median: areas up to 2.25x apart)
-    scale = rng.uniform(0.8, 1.2, n)
+    # sizes differ visibly: lengths spread evenly over 0.8x..1.2x of the median (areas up to
+    # 2.25x apart), in random order
+    scale = rng.permutation(np.linspace(0.8, 1.2, n)) if n > 1 else np.ones(1)
     darkness = contrast * rng.uniform(0.9, 1.1, n)
     half_len = body_length / 2 * scale
     half_width = body_length * 0.16 * scale
@@ -446,7 +447,7 @@ def _generate_realistic(n: int, n_frames: int, size: int, seed: int, fps: float,
         limit = arena_radius - half_len
         outside = dist > limit
         if outside.any():
-            p[outside] = centre + rel[outside] * (limit / dist[outside])[:, None]
+            p[outside] = centre + rel[outside] * (limit[outside] / dist[outside])[:, None]
             theta[outside] = _wrap(inward[outside] + rng.uniform(-0.8, 0.8, outside.sum()))
         ph = ph + np.where(state == RESTING, 0.0, dt * (4.0 + 0.15 * step * fps / body_length * 2 * np.pi))
         width_state += -0.5 * width_state * dt + 0.8 * np.sqrt(dt) * rng.standard_normal(n)

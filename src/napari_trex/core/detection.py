@@ -328,7 +328,7 @@ def _properties(flat: np.ndarray, lab: np.ndarray, n: int, values: np.ndarray, w
     run_start[1:] = flat[1:] != flat[:-1] + 1
     run_start |= xs == 0
     run_end = np.ones_like(flat, dtype=bool)
-    run_end[:-1] = flat[:-1] + 1 != flat[1:]
+    run_end[:-1] = (flat[:-1] + 1 != flat[1:]) | (xs[:-1] == width - 1)  # lines end at the edge
     ids = blob_ids(ys + y_offset, xs + x_offset, lab, run_start, run_end, n)
     return {"x": cx[1:] + x_offset, "y": cy[1:] + y_offset, "area": area[1:], "angle": angle[1:],
             "major": major[1:], "minor": minor[1:], "intensity": intensity[1:],
@@ -715,9 +715,9 @@ def streamed_detection(video: Video, background: np.ndarray, params: DetectionPa
     detected.
 
     A pool of threads (``processes=False``: decoding and the numpy/scipy work release the GIL;
-    safe inside napari) or of processes (no GIL shared with tracking: faster; forked where that
-    is safe, on Linux with no other thread running, as from the command line, else spawned,
-    which needs the usual ``if __name__ == "__main__":`` guard in scripts). Not dask: its local
+    what napari uses) or of processes (no GIL shared with tracking: faster, after a second or
+    two of start-up; spawned, so scripts need the usual ``if __name__ == "__main__":`` guard,
+    as with dask's process scheduler). Not dask: its local
     schedulers return results only when all are done, and tracking would wait for the whole
     video. Leaving the ``with`` block (also by an exception) stops the chunks still waiting.
     """
@@ -752,11 +752,10 @@ def streamed_detection(video: Video, background: np.ndarray, params: DetectionPa
     threads = 1 if workers > 1 else None  # the chunks run in parallel already
     if processes:
         import multiprocessing
-        import sys
 
-        fork = sys.platform == "linux" and threading.active_count() == 1
-        pool: Any = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
-            "fork" if fork else "spawn"))
+        # spawned, never forked: a fork copies the locks of native thread pools (BLAS, FFmpeg)
+        # in whatever state they are, and the workers can hang on them
+        pool: Any = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     else:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="napari-trex-detect")
     try:

@@ -91,6 +91,7 @@ class TrackletReport:
     n50: int  # half of the tracked animal-frames lie in tracklets at least this long
     one_frame: int  # tracklets of a single frame
     one_frame_without_contact: int  # ... of them where the animal touches nobody (±1 frame)
+    one_frame_after_contact: int  # ... of those, within half a second after a contact
     all_tracked: float  # share of frames in which every animal is inside a tracklet
     longest_global_segment: int
     end_reasons: dict[str, int]  # how many tracklets ended for each reason
@@ -101,7 +102,9 @@ class TrackletReport:
                 f"coverage {self.coverage:.2%}, all animals in tracklets in {self.all_tracked:.1%} "
                 f"of frames, longest global segment {self.longest_global_segment} frames",
                 f"one-frame tracklets: {self.one_frame} ({self.one_frame_without_contact} where the "
-                "animal touches nobody)", f"ends: {reasons}"]
+                f"animal touches nobody in that frame or the frames beside it; "
+                f"{self.one_frame_after_contact} of these within 0.5 s after a contact, as the "
+                "animals part)", f"ends: {reasons}"]
 
 
 def n50(lengths: np.ndarray) -> int:
@@ -134,21 +137,23 @@ def tracklet_report(run, truth: dict[str, np.ndarray], max_distance: float) -> T
         c = truth["contact"].astype(bool)
         contact[truth["frame"][c] + 1, truth["identity"][c]] = True
     near_contact = contact[:-2] | contact[1:-1] | contact[2:]
+    half_second = max(1, int(round(0.5 * run.fps)))
     one = np.flatnonzero(t.length == 1)
-    without = 0
+    without = after = 0
     for k in one:
         f, slot = int(t.start[k]), int(t.individual[k])
         row = result.assignment[f, slot]
         animal = identity[row] if row >= 0 else -1
         if animal >= 0 and not near_contact[f, animal]:
             without += 1
+            after += bool(contact[max(0, f + 1 - half_second): f + 1, animal].any())
     reasons: dict[str, int] = {}
     for code in t.end_reason:
         for name in reason_names(int(code)).split("|"):
             reasons[name] = reasons.get(name, 0) + 1
     tracked = result.tracklet_of >= 0
     seg = run.segments
-    return TrackletReport(len(t), score.mixed, score.coverage, n50(t.length), len(one), without,
+    return TrackletReport(len(t), score.mixed, score.coverage, n50(t.length), len(one), without, after,
                           float(tracked.all(axis=1).mean()) if n_frames else 0.0,
                           int((seg.end - seg.start + 1).max()) if len(seg) else 0, reasons)
 

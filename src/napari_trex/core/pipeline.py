@@ -39,6 +39,7 @@ class AutoParameters:
     blob_size_ranges: list[tuple[float, float]] | None = None  # cm²
     reference_area_px: float = 0.0  # median area of one animal
     merged_area_px: float = 0.0  # a blob at least this large holds several animals (0 = unknown)
+    smallest_area_px: float = 0.0  # smaller blobs in range are more likely fragments (0 = unknown)
     sampled_frames: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -120,14 +121,13 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
         return np.any([(a >= lo) & (a <= hi) for lo, hi in ranges_px], axis=0)
 
     single = _single_animal_areas(areas_per_frame, in_range, settings.track_max_individuals)
-    smallest = 0.0
     if len(single):
         p05, p50, p99 = np.percentile(single, [5, 50, 99])
         auto.reference_area_px = float(p50)
         auto.merged_area_px = float(max(MERGED_SMALLEST * p05, MERGED_LARGEST * p99))
-        smallest = 0.5 * float(p05)  # smaller blobs in range are more likely fragments
-    counts = [_count_animals(a, in_range, auto.reference_area_px, auto.merged_area_px, smallest)
-              for a in areas_per_frame]
+        auto.smallest_area_px = FRAGMENT_SHARE * float(p05)
+    counts = [_count_animals(a, in_range, auto.reference_area_px, auto.merged_area_px,
+                             auto.smallest_area_px) for a in areas_per_frame]
     if not auto_n and counts:
         n = settings.track_max_individuals
         share = float(np.mean(np.array(counts) >= n))
@@ -161,6 +161,9 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
 #: (5th percentile of single-animal areas: two small ones touching) *and* MERGED_LARGEST x the
 #: largest (99th percentile: beyond what any one animal's posture reached in the samples).
 MERGED_SMALLEST, MERGED_LARGEST = 1.6, 1.25
+#: A blob below this share of the smallest animals (5th percentile) is more likely a fragment
+#: (a tail or a leg cut off by the threshold) than an animal, even inside blob_size_ranges.
+FRAGMENT_SHARE = 0.5
 #: Warn that track_max_individuals is too small when at least this share of the sampled frames
 #: shows more animals (fewer: a tail cut off by the threshold, a merge counted as two).
 MORE_ANIMALS_SHARE = 0.25
@@ -252,7 +255,7 @@ def track_video(
             params.keep_pixels_above_px, 1.15 * auto.reference_area_px))
     tracking_params = TrackingParams.from_settings(
         settings, fps, video.frame_shape[1], settings.track_max_individuals, params.size_ranges_px,
-        auto.reference_area_px, auto.merged_area_px)
+        auto.reference_area_px, auto.merged_area_px, auto.smallest_area_px)
     t0 = time.perf_counter()
     if scheduler in (None, "threads", "processes"):
         # tracking follows detection chunk by chunk (both run at once, see streamed_detection)

@@ -19,11 +19,13 @@ This follows TRex v1.1.9 (trex-reference §1.2, §2):
 Where napari-trex differs, and why:
 
 * **A merge is decided by evidence, never by a size change alone.** A blob holds several
-  animals when the predictions of two or more slots fall into it and it is larger than one
-  of them (:data:`ONE_ANIMAL_GROWTH`), or when it is larger than
-  any single animal: above ``blob_size_ranges``, or above what this population's sizes allow
-  (``merged_area``, from the single animals of the sampled frames, see
-  :func:`~napari_trex.core.pipeline.estimate_parameters`). Such a blob is split (raising the threshold, then
+  animals when the predictions of two or more slots fall into it and it is larger than the
+  smaller of them (:data:`ONE_ANIMAL_GROWTH`) while no animal-sized blob is left that nobody
+  expects (then one of the slots followed the wrong animal), or when it is larger than any
+  single animal of this population and another slot could be inside, or when it is larger than any single animal of this
+  population (``merged_area``, from the single animals of the sampled frames, see
+  :func:`~napari_trex.core.pipeline.estimate_parameters`; the top of ``blob_size_ranges`` only
+  where that is unknown). Such a blob is split (raising the threshold, then
   a watershed seeded at the predictions); if that fails nobody gets it and the tracklets of
   the animals inside end (``MergedWithAnother``). A fly spreading its wings, a leg touching the
   threshold, a fish bending: none of these ends a tracklet.
@@ -87,7 +89,11 @@ PART_OFFSET_TOLERANCE = 0.3
 #: ... and when the animals in the blob overlap by at most this share of their summed areas
 #: (touching side by side, not lying over each other).
 MAX_OVERLAP = 0.2
-#: Two predictions in one blob that is no larger than this factor of the larger claimant's
+#: After a contact, a whole blob much larger than the animal (ONE_ANIMAL_GROWTH) is still the
+#: contact for the next frame, and for up to this long (s) while a slot that found nothing or
+#: holds a doubtful part is within reach of it; after that it is the animal, grown.
+CONTACT_SETTLE = 0.2
+#: Two predictions in one blob that is no larger than this factor of the smaller claimant's
 #: recent area cannot be split into whole animals: they lie right over each other, or two slots
 #: followed one animal. Splitting such a blob would cut one animal in two.
 ONE_ANIMAL_GROWTH = 1.25
@@ -116,6 +122,7 @@ class TrackingParams:
     split_global_shrink: float = 0.2
     reference_area: float = 0.0  # typical area of one animal (px); 0 = unknown
     merged_area: float = np.inf  # a blob this large holds several animals (px; from the samples)
+    smallest_area: float = 0.0  # smaller blobs are more likely fragments than animals (px)
     ambiguity_ratio: float = 0.5  # end a tracklet if a rival edge has >= this share of its P
     manual_matches: dict[int, dict[int, int]] = field(default_factory=dict)
     manual_splits: dict[int, list[int]] = field(default_factory=dict)  # frame: blobs starting anew
@@ -123,7 +130,7 @@ class TrackingParams:
     @classmethod
     def from_settings(cls, settings: Settings, fps: float, width: int, n_individuals: int,
                       size_ranges_px: tuple[tuple[float, float], ...], reference_area: float = 0.0,
-                      merged_area: float = 0.0) -> TrackingParams:
+                      merged_area: float = 0.0, smallest_area: float = 0.0) -> TrackingParams:
         return cls(
             n_individuals=n_individuals, fps=fps,
             max_speed_px=settings.track_max_speed / settings.pixel_size_cm(width),
@@ -143,6 +150,7 @@ class TrackingParams:
             split_global_shrink=settings.blob_split_global_shrink_limit,
             reference_area=reference_area,
             merged_area=merged_area if merged_area > 0 else np.inf,
+            smallest_area=smallest_area,
             ambiguity_ratio=settings.track_ambiguity_ratio,
             manual_matches=dict(settings.manual_matches),
             manual_splits={int(f): list(b) for f, b in settings.manual_splits.items()},
@@ -230,6 +238,7 @@ class _Blobs:
         self.blob_id = det["blob_id"][rows]
         self.alive = np.ones(len(self.row), bool)
         self.apart = np.ones(len(self.row), bool)  # parts: the animals did not overlap much
+        self.shared = np.zeros(len(self.row), bool)  # claimed by several slots, left whole
 
     def add(self, parts: dict[str, np.ndarray], first_row: int, apart: bool = True) -> np.ndarray:
         k = len(parts["x"])
@@ -240,6 +249,7 @@ class _Blobs:
         self.blob_id = np.concatenate([self.blob_id, parts["blob_id"]])
         self.alive = np.concatenate([self.alive, np.ones(k, bool)])
         self.apart = np.concatenate([self.apart, np.full(k, apart)])
+        self.shared = np.concatenate([self.shared, np.zeros(k, bool)])
         return np.arange(len(self.row) - k, len(self.row))
 
 
@@ -260,9 +270,11 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
     max_gap = int(np.ceil((t_max + 1) * fps)) + 2
     weights = prediction_weights(params.speed_decay, max_gap)
     min_area = min(lo for lo, _ in params.size_ranges_px)
-    # the largest single animal: the top of blob_size_ranges, or less where this population's
-    # sizes say a blob that large holds several animals
-    max_area = min(max(hi for _, hi in params.size_ranges_px), params.merged_area)
+    # the largest single animal: what this population's sizes say (from the samples), else the
+    # top of blob_size_ranges. A blob between the two is an animal (a large one spreading its
+    # wings), not a merge: size alone never decides a merge
+    max_area = params.merged_area if np.isfinite(params.merged_area) else \
+        max(hi for _, hi in params.size_ranges_px)
 
     last_pos = np.full((n, 2), np.nan)
     last_frame = np.full(n, -1, np.int64)
@@ -271,6 +283,8 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
     recent = np.full((n, int(np.ceil(fps)) + 1), -np.inf)  # times of recently assigned frames
     area_hist = np.full((n, AREA_HISTORY), np.nan)  # areas of the slot's recent unsplit blobs
     doubtful = np.zeros(n, bool)  # the slot's last blob was a part that may hold the wrong animal
+    last_contact = np.full(n, -(10 ** 9), np.int64)  # last frame with a part or a shared blob
+    settle = max(2, int(round(CONTACT_SETTLE * fps)))  # frames a contact may take to dissolve
     current = np.full(n, -1, np.int64)  # open tracklet id per slot
     started = np.zeros(n, np.int64)
     tracklet_rows: list[list[int]] = []  # id, slot, start, end, reason
@@ -319,6 +333,13 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             has_edge = prob.max(axis=1, initial=0.0) >= params.matching_threshold if len(slots) \
                 else np.zeros(0, bool)
             best = np.where(has_edge, prob.argmax(axis=1) if len(slots) else 0, -1)
+            # an animal-sized blob that no slot expects: an animal nobody follows. Then two
+            # predictions in one animal-sized blob are more likely two slots on one animal
+            # than two animals in one blob: the matching gives it to one of them, and the
+            # other is free to take the lone animal (counting, as TRex's "fewer blobs than
+            # animals", both ways)
+            unexpected = blobs.alive & (blobs.area <= max_area) & (blobs.area >= params.smallest_area)
+            unexpected[best[best >= 0]] = False
             for b in range(prob.shape[1]):
                 if not blobs.alive[b]:
                     continue
@@ -327,7 +348,13 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                 oversized = blobs.area[b] > max_area
                 if len(claimants) < 2 and not oversized:
                     continue
-                if len(claimants) >= 2 and not oversized and blobs.area[b] <= ONE_ANIMAL_GROWTH * max(
+                if len(claimants) == 1 and (prob[:, b] >= params.matching_threshold).sum() < 2 \
+                        and blobs.area[b] < 2 * max_area:
+                    continue  # larger than any animal seen, but no other one could be in it
+                if len(claimants) >= 2 and not oversized and unexpected.any():
+                    blobs.shared[b] = True  # whoever gets it may hold the wrong animal
+                    continue
+                if len(claimants) >= 2 and not oversized and blobs.area[b] <= ONE_ANIMAL_GROWTH * min(
                         _typical_area(area_hist[c], params.reference_area) for c in claimants):
                     # no bigger than one of them: animals right over each other (no cut gives
                     # whole animals), or two slots that followed one animal; nobody gets it,
@@ -396,6 +423,11 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             for slot, col in _reattach(blobs.pos[leftover], last_pos[lost_slots], lost_for[lost_slots]):
                 slot, col = int(lost_slots[slot]), int(leftover[col])
                 chosen[slot], taken_slots[slot], taken_blobs[col] = col, True, True
+        # -- blobs within reach of a slot that found nothing or holds a doubtful part: the contact
+        # is still going on around them
+        unsure = [i for i, slot in enumerate(slots) if chosen[slot] < 0 or doubtful[slot]]
+        near_unsure = (kin[unsure] >= params.matching_threshold) if unsure and kin.shape[1] \
+            else np.zeros((0, len(blobs.row)), bool)
         # -- update slots and tracklets ---------------------------------------------------------------
         split_here = set(params.manual_splits.get(t, ()))
         for slot in range(n):
@@ -408,9 +440,14 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             pos = blobs.pos[col]
             # a part is trusted only when judged against a trusted past: once a part was doubtful,
             # the slot's parts stay doubtful until it holds a whole blob again
-            doubtful_now = blobs.row[col] >= base and (doubtful[slot] or not (
-                blobs.apart[col] and _whole_animal(blobs.area[col], area_hist[slot],
-                                                   pos - predicted[slot])))
+            # (and coming out of a contact, a whole blob still too big for the animal, with an
+            # animal lost nearby, is the contact itself, not yet the animal alone)
+            doubtful_now = bool(blobs.shared[col]) or (blobs.row[col] >= base and (
+                doubtful[slot] or not (blobs.apart[col] and _whole_animal(
+                    blobs.area[col], area_hist[slot], pos - predicted[slot])))) or (
+                t - last_contact[slot] <= settle and blobs.area[col] > ONE_ANIMAL_GROWTH *
+                _typical_area(area_hist[slot], params.reference_area) and (
+                    t - last_contact[slot] <= 1 or _others_near(near_unsure, unsure, slots, slot, col)))
             reason = 0
             if current[slot] >= 0:
                 if last_frame[slot] != t - 1:
@@ -443,7 +480,9 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             tracklet_rows[current[slot]][3] = t
             assignment[t, slot] = blobs.row[col]
             probability[t, slot] = chosen_p[slot]
-            if last_frame[slot] != t - 1:  # velocity history restarts after a gap
+            if last_frame[slot] != t - 1 or reason & (WEIRD_DISTANCE | PROBABILITY_TOO_SMALL):
+                # velocity history restarts after a gap, and where the animal did not move as
+                # predicted (else the jump spoils the next predictions: a run of short tracklets)
                 hist_pos[slot] = np.nan
                 hist_frame[slot] = -1
             hist_pos[slot, :-1] = hist_pos[slot, 1:]
@@ -452,10 +491,12 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             hist_frame[slot, -1] = t
             recent[slot, :-1] = recent[slot, 1:]
             recent[slot, -1] = now
-            if blobs.row[col] < base:
+            if blobs.row[col] < base and not doubtful_now:  # the animal's own size, alone
                 area_hist[slot, :-1] = area_hist[slot, 1:]
                 area_hist[slot, -1] = blobs.area[col]
             doubtful[slot] = doubtful_now
+            if blobs.row[col] >= base or blobs.shared[col]:  # in a contact (not just doubtful)
+                last_contact[slot] = t
             last_pos[slot] = pos
             last_frame[slot] = t
         if progress is not None and (t % 100 == 0 or t == n_frames - 1):
@@ -518,6 +559,11 @@ def _split(detections: Detections | StreamedDetections, row: int, base: int, k: 
     if parts is None and params.split_fill and seeds is not None:
         parts = split_blob_fill(crop, top, left, seeds)
     return parts
+
+
+def _others_near(near: np.ndarray, rows: list[int], slots: np.ndarray, slot: int, col: int) -> bool:
+    """Is another of the slots ``slots[rows]`` within reach of blob column ``col``?"""
+    return any(near[k, col] and int(slots[i]) != slot for k, i in enumerate(rows))
 
 
 def _typical_area(history: np.ndarray, reference: float) -> float:
