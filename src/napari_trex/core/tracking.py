@@ -343,7 +343,13 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             for b in range(prob.shape[1]):
                 if not blobs.alive[b]:
                     continue
-                inside = best == b
+                # claimants: slots that held their animal in the last frame and predict it in this
+                # blob (the likeliest blob for them, or, with no likely blob at all, the blob their
+                # prediction falls into: a merged blob's centre lies between the animals); a slot
+                # lost for longer predicts where its animal was: weak evidence of anything inside
+                inside = (best == b) | ((best < 0) & _falls_into(detections, int(blobs.row[b]),
+                                                                 base, pred))
+                inside &= last_frame[slots] == t - 1
                 claimants = slots[inside]
                 oversized = blobs.area[b] > max_area
                 if len(claimants) < 2 and not oversized:
@@ -378,8 +384,10 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                 typical = [_typical_area(area_hist[c], params.reference_area) for c in claimants]
                 typical += [params.reference_area] * (k - len(typical))
                 # animals lying over each other: the blob is much smaller than their sum, and
-                # no cut through it gives whole animals
-                apart = blobs.area[b] >= (1 - MAX_OVERLAP) * float(np.sum(typical))
+                # no cut through it gives whole animals; much larger than their sum: another
+                # animal nobody claimed is inside, and the parts straddle it
+                apart = (1 - MAX_OVERLAP) * float(np.sum(typical)) <= blobs.area[b] <= \
+                    ONE_ANIMAL_GROWTH * float(np.sum(typical)) and len(claimants) == k
                 new_cols = blobs.add(parts, base + n_extra, apart)
                 n_extra += k
                 new_kin = edge_probabilities(pred, last_pos[slots], blobs.pos[new_cols], dt_frame,
@@ -443,7 +451,7 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             # (and coming out of a contact, a whole blob still too big for the animal, with an
             # animal lost nearby, is the contact itself, not yet the animal alone)
             doubtful_now = bool(blobs.shared[col]) or (blobs.row[col] >= base and (
-                doubtful[slot] or not (blobs.apart[col] and _whole_animal(
+                doubtful[slot] or last_frame[slot] != t - 1 or not (blobs.apart[col] and _whole_animal(
                     blobs.area[col], area_hist[slot], pos - predicted[slot])))) or (
                 t - last_contact[slot] <= settle and blobs.area[col] > ONE_ANIMAL_GROWTH *
                 _typical_area(area_hist[slot], params.reference_area) and (
@@ -570,6 +578,22 @@ def _typical_area(history: np.ndarray, reference: float) -> float:
     """The slot's recent median area, or the population's when it has none."""
     known = history[np.isfinite(history)]
     return float(np.median(known)) if len(known) else reference
+
+
+def _falls_into(detections: Detections | StreamedDetections, row: int, base: int,
+                points: np.ndarray, margin: int = 2) -> np.ndarray:
+    """Which of ``points`` (x, y) lie on the blob of detection ``row`` (within ``margin`` px),
+    for blobs whose pixels are kept (those that may hold several animals)."""
+    out = np.zeros(len(points), bool)
+    if row >= base or row not in detections.pixels or not len(points):
+        return out
+    top, left, crop = detections.pixels[row]
+    height, width = crop.shape
+    for k, (x, y) in enumerate(points):
+        r, c = int(round(y)) - top, int(round(x)) - left
+        window = crop[max(0, r - margin): max(0, r + margin + 1), max(0, c - margin): max(0, c + margin + 1)]
+        out[k] = -margin <= r < height + margin and -margin <= c < width + margin and bool((window > 0).any())
+    return out
 
 
 def _whole_animal(area: float, history: np.ndarray, offset: np.ndarray) -> bool:
