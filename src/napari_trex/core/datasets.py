@@ -253,18 +253,8 @@ def generate(
             u_px = gx * c + gy * s + centroid_shift  # along the body, towards the head
             v_px = -gx * s + gy * c
             L, W = half_len * scale[i], half_width * scale[i]
-            u = u_px / L
-            # the tail half bends sideways with the swimming phase
-            bend = 0.18 * W * np.sin(phase[t, i] + 2.5 * u) * np.clip((1 - u) / 2, 0, 1) ** 1.5
-            w_u = W * np.sqrt(np.clip(1 - u ** 2, 0, 1)) * (1 + 0.3 * u)
-            v_off = v_px - bend
-            # anti-aliased edge: distance (px) to the outline across and along the body
-            inside = np.clip(np.minimum(w_u - np.abs(v_off), (1 - np.abs(u)) * L) + 0.5, 0, 1)
-            v_rel = v_off / np.maximum(w_u, 1e-3)
-            spots = np.zeros_like(u)
-            for k in np.flatnonzero(codes[i]):
-                spots += np.exp(-((u - spot_u[k]) ** 2 + (v_rel - spot_v[k]) ** 2 * 0.35) / (2 * spot_sigma ** 2))
-            value = darkness[i] * inside * (1 - pattern_contrast * np.clip(spots, 0, 1))
+            value = _body(u_px, v_px, L, W, 0.18, phase[t, i], darkness[i], codes[i], spot_u, spot_v,
+                          pattern_contrast, spot_sigma)
             y0, x0 = iy - patch, ix - patch
             sy = slice(max(0, y0), min(size, y0 + 2 * patch + 1))
             sx = slice(max(0, x0), min(size, x0 + 2 * patch + 1))
@@ -281,6 +271,26 @@ def generate(
     return SyntheticVideo(frames=frames, ground_truth=truth, fps=fps, background=background,
                           n_individuals=n, body_length=body_length, polarity=polarity, seed=seed,
                           codes=codes)
+
+
+def _body(u_px: np.ndarray, v_px: np.ndarray, L: float, W: float, bend_amplitude: float,
+          phase: float, darkness: float, code: np.ndarray, spot_u: np.ndarray, spot_v: np.ndarray,
+          pattern_contrast: float, spot_sigma: float) -> np.ndarray:
+    """How dark the body is at body coordinates (u along it to the head, v across, px): an
+    elongated outline wider at the head, the tail half bending with the swimming ``phase``,
+    anti-aliased, with the individual's lighter spots (``code``)."""
+    u = u_px / L
+    # the tail half bends sideways with the swimming phase
+    bend = bend_amplitude * W * np.sin(phase + 2.5 * u) * np.clip((1 - u) / 2, 0, 1) ** 1.5
+    w_u = W * np.sqrt(np.clip(1 - u ** 2, 0, 1)) * (1 + 0.3 * u)
+    v_off = v_px - bend
+    # anti-aliased edge: distance (px) to the outline across and along the body
+    inside = np.clip(np.minimum(w_u - np.abs(v_off), (1 - np.abs(u)) * L) + 0.5, 0, 1)
+    v_rel = v_off / np.maximum(w_u, 1e-3)
+    spots = np.zeros_like(u)
+    for k in np.flatnonzero(code):
+        spots += np.exp(-((u - spot_u[k]) ** 2 + (v_rel - spot_v[k]) ** 2 * 0.35) / (2 * spot_sigma ** 2))
+    return darkness * inside * (1 - pattern_contrast * np.clip(spots, 0, 1))
 
 
 def _truth(pos: np.ndarray, heading: np.ndarray, contact: np.ndarray) -> dict[str, np.ndarray]:
@@ -492,17 +502,8 @@ def _generate_realistic(n: int, n_frames: int, size: int, seed: int, fps: float,
             L, W = half_len[i], half_width[i] * width_factor[t, i]
             u_px = dx * c + dy * s + centroid_shift * L
             v_px = -dx * s + dy * c
-            u = u_px / L
-            bend = 0.2 * W * np.sin(phase[t, i] + 2.5 * u) * np.clip((1 - u) / 2, 0, 1) ** 1.5
-            w_u = W * np.sqrt(np.clip(1 - u ** 2, 0, 1)) * (1 + 0.3 * u)
-            v_off = v_px - bend
-            inside = np.clip(np.minimum(w_u - np.abs(v_off), (1 - np.abs(u)) * L) + 0.5, 0, 1)
-            v_rel = v_off / np.maximum(w_u, 1e-3)
-            spots = np.zeros_like(u)
-            for k in np.flatnonzero(codes[i]):
-                spots += np.exp(-((u - spot_u[k]) ** 2 + (v_rel - spot_v[k]) ** 2 * 0.35)
-                                / (2 * spot_sigma ** 2))
-            value = darkness[i] * inside * (1 - pattern_contrast * np.clip(spots, 0, 1))
+            value = _body(u_px, v_px, L, W, 0.2, phase[t, i], darkness[i], codes[i], spot_u, spot_v,
+                          pattern_contrast, spot_sigma)
             # wings: two paler ellipses from the thorax backwards, folded over the body at rest
             spread = 0.12 + 0.9 * wing_open[t, i]
             for side in (-1.0, 1.0):

@@ -664,6 +664,24 @@ def chunk_ranges(video: Video, chunk_frames: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+class _FramesDone:
+    """Counts detected frames from several workers and reports "detecting animals" progress
+    (every 25 frames, and at the end)."""
+
+    def __init__(self, total: int, progress: Callable[..., None] | None) -> None:
+        self.total, self.progress = total, progress
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, frames: int = 1) -> None:
+        with self.lock:
+            before = self.done
+            self.done += frames
+            count = self.done
+        if self.progress is not None and (count // 25 > before // 25 or count == self.total):
+            self.progress(count, self.total, "detecting animals")
+
+
 def detect_video(
     video: Video,
     background: np.ndarray,
@@ -683,15 +701,7 @@ def detect_video(
 
     ranges = chunk_ranges(video, max(1, chunk_frames))
     total = len(video)
-    done = [0]
-    lock = threading.Lock()
-
-    def on_frame() -> None:
-        with lock:
-            done[0] += 1
-            count = done[0]
-        if progress is not None and (count % 25 == 0 or count == total):
-            progress(count, total, "detecting animals")
+    on_frame = _FramesDone(total, progress)
 
     if scheduler in (None, "threads", "synchronous"):
         tasks = [dask.delayed(detect_range)(video, background, params, a, b, on_frame, should_stop)
@@ -724,28 +734,16 @@ def streamed_detection(video: Video, background: np.ndarray, params: DetectionPa
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
     ranges = chunk_ranges(video, max(1, chunk_frames))
-    total = len(video)
-    done = [0]
-    lock = threading.Lock()
+    on_frame = _FramesDone(len(video), progress)
     stop = threading.Event()
 
     def stopped() -> bool:
         return stop.is_set() or (should_stop is not None and should_stop())
 
-    def on_frame() -> None:
-        with lock:
-            done[0] += 1
-            count = done[0]
-        if progress is not None and (count % 25 == 0 or count == total):
-            progress(count, total, "detecting animals")
-
     def on_chunk(frames: int) -> Callable[[Any], None]:
         def report(future: Any) -> None:
-            if not future.cancelled() and future.exception() is None and progress is not None:
-                with lock:
-                    done[0] += frames
-                    count = done[0]
-                progress(count, total, "detecting animals")
+            if not future.cancelled() and future.exception() is None:
+                on_frame(frames)
         return report
 
     workers = num_workers or min(len(ranges), os.cpu_count() or 1) or 1
