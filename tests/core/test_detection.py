@@ -149,3 +149,22 @@ def test_a_resting_animal_stays_out_of_the_background():
     light = 255 - frames
     assert animal_polarity(light, 15) == 1
     assert np.abs(background_from_samples(light, "mode", 15)[0] - 55).max() <= 1
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_detection_workers_started_early_serve_a_stopped_stream_and_the_next_one(processes):
+    from napari_trex.core.detection import detect_video, detection_workers, streamed_detection
+
+    synthetic = generate(n_individuals=3, n_frames=60, size=128, seed=2)
+    video = ArrayVideo(synthetic.frames, 25)
+    background = estimate_background(video, 20, "mode")
+    params = DetectionParams(threshold=15)
+    expected = detect_video(video, background, params, chunk_frames=20, scheduler="synchronous")
+    with detection_workers(processes, 2) as pool:
+        with pytest.raises(RuntimeError, match="user stopped"):
+            with streamed_detection(video, background, params, chunk_frames=20, pool=pool) as stream:
+                stream.frame(0)
+                raise RuntimeError("user stopped")
+        with streamed_detection(video, background, params, chunk_frames=20, pool=pool) as stream:
+            again = stream.joined()
+    assert np.array_equal(again["x"], expected["x"]) and np.array_equal(again["frame"], expected["frame"])

@@ -714,26 +714,68 @@ def detect_video(
     return Detections.concatenate(list(parts))
 
 
+def _ready() -> bool:
+    """A worker's first task: it has imported this module (and numpy, scipy, PyAV with it)."""
+    return True
+
+
+@contextmanager
+def detection_workers(processes: bool = False, num_workers: int | None = None
+                      ) -> Iterator[Any]:
+    """A pool for :func:`streamed_detection`, started early so that its start-up overlaps
+    other work (the background is sampled meanwhile).
+
+    Threads (``processes=False``: decoding and the numpy/scipy work release the GIL; what
+    napari uses) or processes (no GIL shared with tracking: faster, after a second or so of
+    start-up that this hides; spawned, never forked: a fork copies the locks of native thread
+    pools (BLAS, FFmpeg) in whatever state they are, and the workers can hang on them; scripts
+    need the usual ``if __name__ == "__main__":`` guard, as with dask's process scheduler).
+    """
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    workers = num_workers or os.cpu_count() or 1
+    if processes:
+        import multiprocessing
+
+        pool: Any = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        for _ in range(workers):  # spawn and import now, not when the first chunk is due
+            pool.submit(_ready)
+    else:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="napari-trex-detect")
+    pool.napari_trex_workers = workers
+    pool.napari_trex_processes = processes
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 @contextmanager
 def streamed_detection(video: Video, background: np.ndarray, params: DetectionParams,
                        chunk_frames: int = 250, num_workers: int | None = None,
                        progress: Callable[..., None] | None = None,
                        should_stop: Callable[[], bool] | None = None,
-                       processes: bool = False) -> Iterator[StreamedDetections]:
+                       processes: bool = False, pool: Any = None) -> Iterator[StreamedDetections]:
     """Detect chunks of frames in a pool of workers and hand them over in order as they are
     done, so that tracking (sequential, in the caller's thread) runs while later chunks are
     detected.
 
-    A pool of threads (``processes=False``: decoding and the numpy/scipy work release the GIL;
-    what napari uses) or of processes (no GIL shared with tracking: faster, after a second or
-    two of start-up; spawned, so scripts need the usual ``if __name__ == "__main__":`` guard,
-    as with dask's process scheduler). Not dask: its local
-    schedulers return results only when all are done, and tracking would wait for the whole
-    video. Leaving the ``with`` block (also by an exception) stops the chunks still waiting.
+    ``pool``: one from :func:`detection_workers` (started early); without it, one is started
+    here with ``processes`` and ``num_workers``. Not dask: its local schedulers return results
+    only when all are done, and tracking would wait for the whole video. Leaving the ``with``
+    block (also by an exception) stops the chunks still waiting.
     """
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    from concurrent.futures import wait
 
     ranges = chunk_ranges(video, max(1, chunk_frames))
+    if pool is None:
+        workers = num_workers or min(len(ranges), os.cpu_count() or 1) or 1
+        with detection_workers(processes, workers) as own, \
+                streamed_detection(video, background, params, chunk_frames, progress=progress,
+                                   should_stop=should_stop, pool=own) as stream:
+            yield stream
+        return
+    processes = pool.napari_trex_processes
     on_frame = _FramesDone(len(video), progress)
     stop = threading.Event()
 
@@ -746,18 +788,9 @@ def streamed_detection(video: Video, background: np.ndarray, params: DetectionPa
                 on_frame(frames)
         return report
 
-    workers = num_workers or min(len(ranges), os.cpu_count() or 1) or 1
-    threads = 1 if workers > 1 else None  # the chunks run in parallel already
-    if processes:
-        import multiprocessing
-
-        # spawned, never forked: a fork copies the locks of native thread pools (BLAS, FFmpeg)
-        # in whatever state they are, and the workers can hang on them
-        pool: Any = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    else:
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="napari-trex-detect")
+    threads = 1 if min(len(ranges), pool.napari_trex_workers) > 1 else None  # chunks run in parallel
+    futures = []
     try:
-        futures = []
         for a, b in ranges:
             if processes:  # callables do not cross processes: progress per finished chunk
                 future = pool.submit(detect_range, video, background, params, a, b, None, None,
@@ -770,7 +803,9 @@ def streamed_detection(video: Video, background: np.ndarray, params: DetectionPa
         yield StreamedDetections(ranges, futures)
     finally:
         stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            future.cancel()
+        wait(futures)  # the pool may be reused: let the chunks already running finish
 
 
 def _compute_with_progress(tasks: list[Any], ranges: list[tuple[int, int]], scheduler: str,

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from .background import background_for, sample_frames
-from .detection import DetectionParams, Detections, detect_frame, detect_video, streamed_detection
+from .detection import (DetectionParams, Detections, chunk_ranges, detect_frame, detect_video,
+                        detection_workers, streamed_detection)
 from .errors import Cancelled, NapariTrexError
 from .settings import Settings
 from .tracking import TrackingParams, TrackingResult
@@ -239,6 +241,20 @@ def track_video(
     if not isinstance(video, Video):
         video = open_video(video)
     timings: dict[str, float] = {}
+    streamed = scheduler in (None, "threads", "processes")
+    with ExitStack() as stack:
+        # the detection workers start (processes: spawn and import) while the background is
+        # sampled, so that start-up is not paid again before the first chunk
+        pool = stack.enter_context(detection_workers(
+            scheduler == "processes", min(len(chunk_ranges(video, chunk_frames)),
+                                          os.cpu_count() or 1))) if streamed else None
+        return _track_video(video, settings, progress, should_stop, scheduler, chunk_frames,
+                            pool, timings)
+
+
+def _track_video(video: Video, settings: Settings, progress: Progress | None,
+                 should_stop: Callable[[], bool] | None, scheduler: str | None, chunk_frames: int,
+                 pool: Any, timings: dict[str, float]) -> TrackingRun:
     t0 = time.perf_counter()
     _, samples = sample_frames(video, settings.average_samples,
                                _stage(progress, "sampling frames"), should_stop)
@@ -257,12 +273,11 @@ def track_video(
         settings, fps, video.frame_shape[1], settings.track_max_individuals, params.size_ranges_px,
         auto.reference_area_px, auto.merged_area_px, auto.smallest_area_px)
     t0 = time.perf_counter()
-    if scheduler in (None, "threads", "processes"):
+    if pool is not None:
         # tracking follows detection chunk by chunk (both run at once, see streamed_detection)
         with streamed_detection(video, background, params, chunk_frames=chunk_frames,
                                 progress=_stage(progress, "detecting animals"),
-                                should_stop=should_stop,
-                                processes=scheduler == "processes") as stream:
+                                should_stop=should_stop, pool=pool) as stream:
             result = link_tracklets(stream, tracking_params, times, _stage(progress, "tracking"),
                                     should_stop)
             detections = stream.joined()
