@@ -13,70 +13,23 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .background import background_for, sample_frames
-from .detection import (DetectionParams, Detections, chunk_ranges, detect_frame, detect_video,
+from .detection import (DetectionParams, chunk_ranges, detect_frame, detect_video,
                         detection_workers, streamed_detection)
-from .errors import Cancelled, NapariTrexError
+from .errors import NapariTrexError
 from .settings import Settings
-from .tracking import TrackingParams, TrackingResult
+from .model import AutoParameters, TrackingRun
+from .tracking import TrackingParams
 from .tracking import track as link_tracklets
-from .tracklets import GlobalSegments, global_segments
-from .video import PyAVVideo, Video, VideoInfo, open_video
+from .tracklets import global_segments
+from .video import PyAVVideo, Video, open_video
 
 Progress = Callable[..., None]
 NOISE_FLOOR_PX = 10.0
-
-
-@dataclass
-class AutoParameters:
-    """What was estimated from the video when the user left it to napari-trex."""
-
-    n_individuals: int | None = None
-    blob_size_ranges: list[tuple[float, float]] | None = None  # cm²
-    reference_area_px: float = 0.0  # median area of one animal
-    merged_area_px: float = 0.0  # a blob at least this large holds several animals (0 = unknown)
-    smallest_area_px: float = 0.0  # smaller blobs in range are more likely fragments (0 = unknown)
-    sampled_frames: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def describe(self) -> list[str]:
-        lines = []
-        if self.n_individuals is not None:
-            lines.append(f"estimated track_max_individuals = {self.n_individuals} "
-                         f"(95th percentile of blob counts in {self.sampled_frames} frames)")
-        if self.blob_size_ranges is not None:
-            lo, hi = self.blob_size_ranges[0]
-            lines.append(f"estimated blob_size_ranges = [[{lo:.4g}, {hi:.4g}]] cm²")
-        if self.reference_area_px > 0:
-            lines.append(f"one animal is typically {self.reference_area_px:.0f} px; a blob of "
-                         f"{self.merged_area_px:.0f} px or more holds several animals")
-        return lines + [f"WARNING: {w}" for w in self.warnings]
-
-
-@dataclass
-class TrackingRun:
-    """Everything a tracking run produced; saved by :mod:`napari_trex.core.results`."""
-
-    video_info: VideoInfo
-    settings: Settings  # as used: automatic values filled in
-    fps: float
-    times: np.ndarray
-    background: np.ndarray
-    detections: Detections
-    result: TrackingResult
-    segments: GlobalSegments
-    auto: AutoParameters = field(default_factory=AutoParameters)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def n_individuals(self) -> int:
-        return self.result.assignment.shape[1]
 
 
 def _stage(progress: Progress | None, message: str) -> Progress | None:
@@ -106,7 +59,6 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
         probe = dataclasses.replace(probe, keep_pixels_above_px=np.inf)
     bg = np.clip(np.rint(background), 0, 255).astype(np.uint8)
     areas_per_frame = [detect_frame(frame, bg, probe)[0]["area"] for frame in samples]
-    pooled = np.concatenate(areas_per_frame) if areas_per_frame else np.empty(0)
     auto = AutoParameters(sampled_frames=len(samples))
     if auto_size:
         animals = _animal_areas(areas_per_frame, settings.track_max_individuals)
@@ -291,6 +243,11 @@ def _track_video(video: Video, settings: Settings, progress: Progress | None,
         result = link_tracklets(detections, tracking_params, times, _stage(progress, "tracking"),
                                 should_stop)
         timings["tracking"] = time.perf_counter() - t0
+    if detections.undecodable:
+        last = len(video) - detections.undecodable - 1
+        auto.warnings.append(f"the recording ends early: frames after {last} could not be decoded "
+                             f"(truncated file); the last {detections.undecodable} frame(s) hold "
+                             "no animals")
     det = result.detections
     segments = global_segments(result.assignment, result.tracklets, det["x"], det["y"], det["split"],
                                video.frame_shape[:2])
@@ -298,16 +255,4 @@ def _track_video(video: Video, settings: Settings, progress: Progress | None,
                        auto, timings)
 
 
-def track(video: str | os.PathLike | Video, output_dir: str | os.PathLike,
-          settings: Settings | None = None, **kwargs: Any) -> TrackingRun:
-    """Track ``video`` and save everything into ``output_dir`` (atomically, replacing a
-    previous run there)."""
-    from .results import save_tracking
-
-    run = track_video(video, settings, **kwargs)
-    save_tracking(run, Path(output_dir))
-    return run
-
-
-__all__ = ["AutoParameters", "TrackingRun", "estimate_parameters", "frame_times", "track",
-           "track_video"]
+__all__ = ["AutoParameters", "TrackingRun", "estimate_parameters", "frame_times", "track_video"]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Cancelled, NapariTrexError
-from ..pipeline import TrackingRun
+from ..model import TrackingRun
 from ..settings import Settings
 from ..video import Video
 from .assignment import TrackletIdentities, assign_identities, split_suspicious_tracklets
