@@ -35,3 +35,14 @@ def vfr_video(tmp_path_factory) -> tuple[Path, np.ndarray]:
     path = tmp_path_factory.mktemp("videos") / "vfr.mp4"
     return write_video(path, numbered_frames(300), fps=25, keyframe_interval=100,
                        timestamps=times), times
+
+
+@pytest.fixture(scope="session")
+def trio_video(tmp_path_factory) -> Path:
+    """Three well-separated animals, 150 frames, 256 px: what the command-line tests track."""
+    from napari_trex.core.datasets import generate
+
+    folder = tmp_path_factory.mktemp("trio")
+    path, _ = generate(n_individuals=3, n_frames=150, size=256, seed=3, body_length=20).write(
+        folder / "trio.mp4")
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 
 import pytest
 
@@ -12,12 +13,9 @@ from napari_trex.core.results import load_tracking
 from napari_trex.core.tracklets import REASON_NAMES
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("track")
-    video, truth = generate(n_individuals=3, n_frames=150, size=256, seed=3, body_length=20).write(
-        folder / "fish.mp4")
-    return video
+@pytest.fixture
+def sample(trio_video):
+    return trio_video
 
 
 def _rows(path):
@@ -86,12 +84,15 @@ def test_failed_run_leaves_the_previous_results_intact(tmp_path, sample, capsys,
     before = (out / "trajectories.csv").read_bytes()
     import napari_trex.core.results as results
 
-    def crash(*_args, **_kwargs):
-        raise RuntimeError("disk full")
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "trajectories.csv"))
 
-    monkeypatch.setattr(results, "_write_csv", crash)
-    with pytest.raises(RuntimeError):
-        main(["track", str(sample), "-o", str(out), "--set", "track_max_individuals=3", "-q"])
+    monkeypatch.setattr(results, "_write_csv", disk_full)
+    capsys.readouterr()
+    code = main(["track", str(sample), "-o", str(out), "--set", "track_max_individuals=3", "-q",
+                 "--retrack"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "No space left on device" in err
     assert (out / "trajectories.csv").read_bytes() == before
     assert (out / "run.json").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".napari-trex-")]

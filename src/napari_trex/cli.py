@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         "track", help="detect and track the animals of a video into tracklets (writes CSV files)")
     track.add_argument("video", help="video file, folder of numbered images, or multi-page TIFF")
     track.add_argument("--output", "-o", required=True, metavar="DIR",
-                       help="folder for the results (a previous run there is replaced)")
+                       help="folder for the results (a run there is reused or replaced; its "
+                            "corrections and network are kept)")
     track.add_argument("--settings", help="a .toml file or a TRex .settings file")
     track.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
                        help="change one parameter (repeatable), e.g. --set track_max_individuals=8")
@@ -77,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--apply-only", action="store_true",
                        help="with --identify --weights: only predict, do not train")
     track.add_argument("--retrack", action="store_true",
-                       help="with --identify: track again even if DIR holds a matching tracking run")
+                       help="track again even if DIR holds the tracking of this video with these "
+                            "parameters (it is reused otherwise)")
+    track.add_argument("--overwrite", action="store_true",
+                       help="allow dropping what DIR holds that the new run makes invalid (hand "
+                            "corrections, identities, the network of another video or another "
+                            "number of animals); without it the run stops first and says what")
 
     export = commands.add_parser(
         "export", help="write TRex-style per-individual trajectory files (cm) from a results folder")
@@ -99,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="processes (default), threads, or a dask.distributed address tcp://host:8786")
     batch.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE")
     batch.add_argument("--ignore-unknown", action="store_true")
+    batch.add_argument("--overwrite", action="store_true",
+                       help="allow dropping corrections, identities or networks a new run makes "
+                            "invalid (see track --overwrite)")
 
     view = commands.add_parser("view", help="open napari with a video (or the sample) loaded")
     view.add_argument("video", nargs="?", help="video or results folder to open; without it, the "
@@ -121,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }[args.command](args)
     except NapariTrexError as exc:
         print(f"napari-trex: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # read-only folder, disk full, a folder where a file should go, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"napari-trex: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("napari-trex: interrupted", file=sys.stderr)
@@ -222,37 +235,35 @@ class TerminalProgress:
 def _track(args: argparse.Namespace) -> int:
     import time
 
-    from .core.pipeline import track_video
-    from .core.results import save_tracking
-    from .core.video import open_video
+    from .core.workflow import run_workflow
 
     settings = _load_settings(args)  # bad parameters fail here, before anything is read or written
-    if (args.weights or args.apply_only) and not args.identify:
-        raise NapariTrexError("--weights and --apply-only go with --identify")
-    if args.apply_only and not args.weights:
-        raise NapariTrexError("--apply-only needs weights from an earlier training (--weights FILE)")
-    video = open_video(args.video)
+    _check_scheduler(args.scheduler)
     started = time.perf_counter()
     output = Path(args.output)
-    run = _reusable_run(output, video, settings) if args.identify and not args.retrack else None
-    if run is not None:
-        print(f"reusing the tracking in {output} (--retrack to track again)")
-    else:
-        run = track_video(video, settings, progress=TerminalProgress(args.quiet),
-                          scheduler=args.scheduler)
-        for line in run.auto.describe():
-            print(line, file=sys.stderr if line.startswith("WARNING") else sys.stdout)
-        _print_tracking_summary(run)
-    identification = None
-    if args.identify:
-        from .core.identification.pipeline import identify
 
-        identification = identify(run, video, run.settings.updated(**_identification_values(settings)),
-                                  progress=_print_event, weights=args.weights,
-                                  apply_only=args.apply_only)
-    save_tracking(run, output, identification)
-    print(f"wrote {output} in {time.perf_counter() - started:.1f} s")
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if line.startswith("WARNING") else sys.stdout)
+
+    outcome = run_workflow(args.video, output, settings, identify=args.identify,
+                           weights=args.weights, apply_only=args.apply_only, retrack=args.retrack,
+                           overwrite=args.overwrite, scheduler=args.scheduler,
+                           progress=TerminalProgress(args.quiet), events=_print_event, say=say)
+    if not outcome.reused:
+        _print_tracking_summary(outcome.run)
+    for line in outcome.messages:
+        print(line)
+    if outcome.saved:
+        print(f"wrote {output} in {time.perf_counter() - started:.1f} s")
+    else:
+        print(f"{output} already holds this tracking; nothing to do")
     return 0
+
+
+def _check_scheduler(scheduler: str) -> None:
+    if scheduler not in ("processes", "threads", "synchronous") and "://" not in scheduler:
+        raise NapariTrexError(f"--scheduler {scheduler!r}: use processes, threads, synchronous or a "
+                              "dask.distributed address such as tcp://host:8786")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -284,12 +295,14 @@ def _batch(args: argparse.Namespace) -> int:
     from .core.batch import run_batch, summary_table
 
     settings = _load_settings(args)
-    rows = run_batch(args.videos, settings, args.output, args.identify, args.scheduler)
+    _check_scheduler(args.scheduler)
+    rows = run_batch(args.videos, settings, args.output, args.identify, args.scheduler,
+                     overwrite=args.overwrite)
     print(summary_table(rows))
     for row in rows:
-        if row["status"] != "ok":
+        if row["status"] == "failed":
             print(f"napari-trex: {Path(row['video']).name}: {row['error']}", file=sys.stderr)
-    return 0 if all(r["status"] == "ok" for r in rows) else EXIT_USER_ERROR
+    return 0 if all(r["status"] != "failed" for r in rows) else EXIT_USER_ERROR
 
 
 def _print_event(event: dict) -> None:
@@ -302,39 +315,6 @@ def _print_event(event: dict) -> None:
     if sys.stdout.isatty():
         sys.stdout.write("\r" + " " * 70 + "\r")
     print(event["message"], flush=True)
-
-
-def _identification_values(settings) -> dict:
-    """The identification parameters of the command line (they may differ from a reused run)."""
-    from .core.settings import parameter_info
-
-    return {name: getattr(settings, name) for name in type(settings).model_fields
-            if parameter_info(name)["section"] == "identification"}
-
-
-def _reusable_run(output: Path, video, settings):
-    """The tracking run saved in ``output`` if it is of this video with the same tracking
-    parameters (identification parameters may differ), else None."""
-    from .core.errors import NapariTrexError as CoreError
-    from .core.results import load_tracking
-    from .core.settings import parameter_info
-
-    try:
-        run = load_tracking(output)
-    except (CoreError, OSError, KeyError, ValueError):
-        return None
-    if Path(run.video_info.path).resolve() != Path(video.path).resolve() or \
-            run.video_info.n_frames != len(video):
-        return None
-    for name in type(settings).model_fields:
-        if parameter_info(name)["section"] in ("identification", "output"):
-            continue
-        requested, used = getattr(settings, name), getattr(run.settings, name)
-        automatic = (name == "track_max_individuals" and requested == 0) or \
-            (name == "blob_size_ranges" and (settings.auto_minmax_size or settings.track_max_individuals == 0))
-        if requested != used and not automatic:
-            return None
-    return run
 
 
 def _print_tracking_summary(run) -> None:

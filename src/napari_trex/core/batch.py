@@ -19,40 +19,40 @@ from .settings import Settings
 
 
 def process_video(video_path: str | os.PathLike, output_dir: str | os.PathLike, settings: Settings,
-                  identify: bool = False, detection_scheduler: str = "threads") -> dict[str, Any]:
-    """Track (and identify) one video into ``output_dir``; a summary row for the batch table."""
-    from .pipeline import track_video
-    from .results import save_tracking
-    from .video import open_video
+                  identify: bool = False, detection_scheduler: str = "threads",
+                  overwrite: bool = False) -> dict[str, Any]:
+    """Track (and identify) one video into ``output_dir`` through the one workflow (a matching
+    run there is reused, corrections kept); a summary row for the batch table."""
+    from .workflow import run_workflow
 
     started = time.perf_counter()
-    video = open_video(video_path)
-    run = track_video(video, settings, scheduler=detection_scheduler)
-    identification = None
-    if identify:
-        from .identification.pipeline import identify as run_identification
-
-        identification = run_identification(run, video, settings)
-    save_tracking(run, Path(output_dir), identification)
+    outcome = run_workflow(video_path, output_dir, settings, identify=identify,
+                           overwrite=overwrite, scheduler=detection_scheduler)
+    run = outcome.run
     t = run.result.tracklets
-    row = {"video": str(video_path), "status": "ok", "output": str(output_dir),
-           "frames": len(video), "animals": run.n_individuals, "tracklets": len(t),
-           "global_segments": len(run.segments), "seconds": round(time.perf_counter() - started, 1)}
-    if identification is not None:
-        row["uniqueness"] = round(float(identification.uniqueness), 4)
-        row["identified_tracklets"] = int((identification.identities.identity >= 0).sum())
+    row = {"video": str(video_path), "status": "ok" if not outcome.reused or outcome.saved else "reused",
+           "output": str(output_dir), "frames": len(run.result.assignment),
+           "animals": run.n_individuals, "tracklets": len(t), "global_segments": len(run.segments),
+           "seconds": round(time.perf_counter() - started, 1)}
+    if outcome.identification is not None:
+        row["uniqueness"] = round(float(outcome.identification.uniqueness), 4)
+        row["identified_tracklets"] = int((outcome.identities.identity >= 0).sum())
     return row
 
 
-def _safe_task(video_path: str, output_dir: str, settings_toml: str, identify: bool) -> dict[str, Any]:
+def _safe_task(video_path: str, output_dir: str, settings_toml: str, identify: bool,
+               overwrite: bool = False) -> dict[str, Any]:
     """One batch task: never raises, so one bad video cannot stop the others."""
     import tomllib
 
     try:
         settings = Settings.from_mapping(tomllib.loads(settings_toml))
-        return process_video(video_path, output_dir, settings, identify)
+        return process_video(video_path, output_dir, settings, identify, overwrite=overwrite)
     except NapariTrexError as exc:
         return {"video": video_path, "status": "failed", "error": str(exc), "output": output_dir}
+    except OSError as exc:
+        return {"video": video_path, "status": "failed", "output": output_dir,
+                "error": f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"}
     except Exception as exc:  # noqa: BLE001 - reported in the summary table
         return {"video": video_path, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                 "output": output_dir}
@@ -67,7 +67,8 @@ def output_dir_for(video: str | os.PathLike, output_root: str | os.PathLike | No
 
 
 def run_batch(videos: list[str | os.PathLike], settings: Settings, output_root: str | os.PathLike | None = None,
-              identify: bool = False, scheduler: Any = "processes") -> list[dict[str, Any]]:
+              identify: bool = False, scheduler: Any = "processes", overwrite: bool = False
+              ) -> list[dict[str, Any]]:
     """Run every video as one dask task; returns one summary row per video, in order.
 
     ``scheduler``: ``processes`` (default), ``threads``, ``synchronous``, a dask.distributed
@@ -82,7 +83,7 @@ def run_batch(videos: list[str | os.PathLike], settings: Settings, output_root: 
         raise NapariTrexError("two videos have the same name: their results would go to the same "
                               "folder; give them distinct names")
     text = settings.to_toml()
-    tasks = [dask.delayed(_safe_task, pure=False)(str(v), str(o), text, identify)
+    tasks = [dask.delayed(_safe_task, pure=False)(str(v), str(o), text, identify, overwrite)
              for v, o in zip(videos, outputs)]
     if isinstance(scheduler, str) and "://" in scheduler:
         from .scheduling import distributed_client
@@ -104,6 +105,6 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(present)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(present, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    ok = sum(r["status"] == "ok" for r in rows)
+    ok = sum(r["status"] != "failed" for r in rows)
     lines.append(f"{ok} of {len(rows)} videos done" + (f", {len(rows) - ok} failed" if ok < len(rows) else ""))
     return "\n".join(lines)

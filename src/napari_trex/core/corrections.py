@@ -19,6 +19,7 @@ new identification run with those settings applies them first (see :func:`apply_
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -79,6 +80,7 @@ class _State:
     identities: TrackletIdentities
     manual_matches: dict[int, dict[int, int]]
     manual_splits: dict[int, list[int]]
+    not_animals: dict[int, list[int]]
     edited: np.ndarray
 
 
@@ -90,6 +92,7 @@ class Corrections:
     identities: TrackletIdentities
     manual_matches: dict[int, dict[int, int]] = field(default_factory=dict)
     manual_splits: dict[int, list[int]] = field(default_factory=dict)
+    not_animals: dict[int, list[int]] = field(default_factory=dict)  # {frame: [blob id]}
     edited: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     history_limit: int = 100
     _undo: list[_State] = field(default_factory=list, repr=False)
@@ -101,13 +104,19 @@ class Corrections:
 
     @classmethod
     def start(cls, result: TrackingResult, identities: TrackletIdentities | None = None,
-              settings: Settings | None = None) -> Corrections:
+              settings: Settings | None = None, record: CorrectionsRecord | None = None
+              ) -> Corrections:
         """Corrections on a run (before identification the tracking slots are the identities),
-        continuing the ``manual_matches`` / ``manual_splits`` already in ``settings``."""
-        settings = settings or Settings()
+        continuing ``record`` (or the ``manual_matches`` / ``manual_splits`` in ``settings``)."""
+        record = record if record is not None else CorrectionsRecord.from_settings(settings or Settings())
+        record = record.copy()
         return cls(result, copy.deepcopy(identities) if identities is not None else slot_identities(result),
-                   copy.deepcopy(dict(settings.manual_matches)),
-                   {int(k): list(v) for k, v in settings.manual_splits.items()})
+                   record.manual_matches, record.manual_splits, record.not_animals)
+
+    @property
+    def record(self) -> CorrectionsRecord:
+        """Every decision the user made, in terms that survive a retrack (blob ids per frame)."""
+        return CorrectionsRecord(self.manual_matches, self.manual_splits, self.not_animals).copy()
 
     @property
     def n_individuals(self) -> int:
@@ -140,17 +149,18 @@ class Corrections:
     def _snapshot(self) -> None:
         self._undo.append(_State(self.result, copy.deepcopy(self.identities),
                                  copy.deepcopy(self.manual_matches), copy.deepcopy(self.manual_splits),
-                                 self.edited.copy()))
+                                 copy.deepcopy(self.not_animals), self.edited.copy()))
         del self._undo[:-self.history_limit]
         self._redo.clear()
 
     def _restore(self, state: _State) -> None:
         self.result, self.identities = state.result, state.identities
         self.manual_matches, self.manual_splits = state.manual_matches, state.manual_splits
-        self.edited = state.edited
+        self.not_animals, self.edited = state.not_animals, state.edited
 
     def _state(self) -> _State:
-        return _State(self.result, self.identities, self.manual_matches, self.manual_splits, self.edited)
+        return _State(self.result, self.identities, self.manual_matches, self.manual_splits,
+                      self.not_animals, self.edited)
 
     def _match(self, tracklet: int, identity: int, frames: list[int]) -> None:
         """Record ``identity`` for ``tracklet`` at the first of ``frames`` where it has a blob."""
@@ -221,6 +231,12 @@ class Corrections:
                     del wanted[ident]
             if not wanted:
                 del self.manual_matches[frame]
+        t = self.result.tracklets
+        for frame in range(int(t.start[tracklet]), int(t.end[tracklet]) + 1):
+            blob = self.blob_at(tracklet, frame)  # one blob names the tracklet after a retrack
+            if blob is not None:
+                self.not_animals.setdefault(frame, []).append(blob)
+                break
 
     # -- history -----------------------------------------------------------------------------------
     @property
@@ -270,6 +286,117 @@ class Corrections:
         return base.updated(manual_matches=self.manual_matches, manual_splits=self.manual_splits)
 
 
+@dataclass
+class CorrectionsRecord:
+    """All decisions a user made on a results folder, in terms that survive a retrack of the
+    same video: blob ids per frame (TRex's ``manual_matches`` ``{frame: {identity: blob}}`` and
+    ``manual_splits`` ``{frame: [blob]}``) and the tracklets marked "not an animal"
+    (``{frame: [blob]}``, one blob of each). Saved as ``corrections.json`` in the results
+    folder; every path (command line, batch, panels) loads it first and saves it back."""
+
+    manual_matches: dict[int, dict[int, int]] = field(default_factory=dict)
+    manual_splits: dict[int, list[int]] = field(default_factory=dict)
+    not_animals: dict[int, list[int]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return (sum(len(v) for v in self.manual_matches.values())
+                + sum(len(v) for v in self.manual_splits.values())
+                + sum(len(v) for v in self.not_animals.values()))
+
+    def copy(self) -> CorrectionsRecord:
+        return CorrectionsRecord(
+            {int(f): {int(i): int(b) for i, b in m.items()} for f, m in self.manual_matches.items()},
+            {int(f): [int(b) for b in v] for f, v in self.manual_splits.items()},
+            {int(f): [int(b) for b in v] for f, v in self.not_animals.items()})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CorrectionsRecord:
+        return cls(dict(settings.manual_matches), dict(settings.manual_splits)).copy()
+
+    def merged(self, other: CorrectionsRecord) -> CorrectionsRecord:
+        """This record with ``other``'s decisions added (``other`` wins where both name the
+        same identity in the same frame)."""
+        out = self.copy()
+        for f, m in other.copy().manual_matches.items():
+            out.manual_matches.setdefault(f, {}).update(m)
+        for target, source in ((out.manual_splits, other.manual_splits),
+                               (out.not_animals, other.not_animals)):
+            for f, blobs in source.items():
+                mine = target.setdefault(int(f), [])
+                mine.extend(int(b) for b in blobs if int(b) not in mine)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"manual_matches": {str(f): {str(i): b for i, b in m.items()}
+                                   for f, m in self.copy().manual_matches.items()},
+                "manual_splits": {str(f): v for f, v in self.copy().manual_splits.items()},
+                "not_animals": {str(f): v for f, v in self.copy().not_animals.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CorrectionsRecord:
+        try:
+            return cls({int(f): {int(i): int(b) for i, b in m.items()}
+                        for f, m in data.get("manual_matches", {}).items()},
+                       {int(f): [int(b) for b in v] for f, v in data.get("manual_splits", {}).items()},
+                       {int(f): [int(b) for b in v] for f, v in data.get("not_animals", {}).items()})
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise NapariTrexError(f"the corrections record is damaged: {exc}") from None
+
+    def apply(self, result: TrackingResult, identities: TrackletIdentities | None
+              ) -> tuple[TrackingResult, TrackletIdentities, np.ndarray, dict[str, int]]:
+        """Re-apply the decisions to a (new) tracking: splits first, then matches, then "not an
+        animal". Returns the result, identities, which tracklets are edited, and how many
+        decisions were applied and how many name a blob that is no longer there."""
+        report = {"applied": 0, "not_found": 0}
+        tracklets_before = len(result.tracklets)
+        for frame, hit in _hits(lambda: result, self.manual_splits, report):
+            if frame > result.tracklets.start[hit]:
+                result, _ = split_tracklet(result, hit, frame)
+        if identities is not None and len(identities.identity) == tracklets_before:
+            identities = _grow(identities, len(result.tracklets) - tracklets_before)
+        elif identities is not None:
+            identities = None  # of another tracking: the tracking slots stand in
+        split = np.zeros(len(result.tracklets), bool)
+        split[tracklets_before:] = True
+        list(_hits(lambda: result, {f: list(m.values()) for f, m in self.manual_matches.items()},
+                   report))  # counted here, applied by apply_manual
+        identities = apply_manual(result, identities, Settings().updated(
+            manual_matches=self.manual_matches)) if self.manual_matches else \
+            (copy.deepcopy(identities) if identities is not None else slot_identities(result))
+        for _, hit in _hits(lambda: result, self.not_animals, report):
+            identities.identity[hit], identities.source[hit] = -1, REMOVED
+            identities.probability[hit] = 0.0
+        edited = split | np.isin(identities.source, ["manual", REMOVED])
+        for _, hit in _hits(lambda: result, self.manual_splits):  # both halves of a split
+            edited[hit] = True
+        return result, identities, edited, report
+
+
+def _hits(current: Callable[[], TrackingResult], blobs_by_frame: dict[int, list[int]],
+          report: dict[str, int] | None = None) -> Iterator[tuple[int, int]]:
+    """``(frame, tracklet)`` for every blob named in ``blobs_by_frame`` that the tracking
+    (``current()``: it may change between hits) holds; ``report`` counts found and not found."""
+    for frame, blobs in sorted(blobs_by_frame.items()):
+        for blob in blobs:
+            hit = _tracklet_with_blob(current(), frame, blob)
+            if report is not None:
+                report["applied" if hit is not None else "not_found"] += 1
+            if hit is not None:
+                yield frame, hit
+
+
+def _tracklet_with_blob(result: TrackingResult, frame: int, blob: int) -> int | None:
+    """The tracklet that holds blob id ``blob`` in ``frame`` (None when none does)."""
+    if not 0 <= frame < len(result.assignment):
+        return None
+    rows = result.assignment[frame]
+    for slot, row in enumerate(rows):
+        if row >= 0 and int(result.detections["blob_id"][row]) == int(blob):
+            tid = int(result.tracklet_of[frame, slot])
+            return tid if tid >= 0 else None
+    return None
+
+
 def apply_manual(result: TrackingResult, identities: TrackletIdentities | None,
                  settings: Settings) -> TrackletIdentities:
     """After a retrack: ``settings.manual_matches`` decide first (each gives the tracklet
@@ -294,4 +421,5 @@ def apply_manual(result: TrackingResult, identities: TrackletIdentities | None,
     return out
 
 
-__all__ = ["Corrections", "REMOVED", "apply_manual", "slot_identities", "split_tracklet"]
+__all__ = ["Corrections", "CorrectionsRecord", "REMOVED", "apply_manual", "slot_identities",
+           "split_tracklet"]

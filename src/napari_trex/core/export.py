@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .corrections import REMOVED, slot_identities
-from .io import atomic_path
+from .io import as_created_folder, atomic_path
 from .results import heading_angles
 
 FIELDS = ("frame", "time", "X", "Y", "ANGLE", "VX", "VY", "SPEED", "missing", "tracklet_id",
@@ -69,17 +70,32 @@ def individual_tables(run: Any, identities: Any = None, edited: np.ndarray | Non
         table["tracklet_id"][at] = t
         table["identity_confidence"][at] = identities.probability[t]
         table["edited"][at] = edited[t]
-        seen = table["missing"] == 0
-        both = np.flatnonzero(seen[1:] & seen[:-1]) + 1
-        dt = table["time"][both] - table["time"][both - 1]
-        table["VX"][both] = (table["X"][both] - table["X"][both - 1]) / dt
-        table["VY"][both] = (table["Y"][both] - table["Y"][both - 1]) / dt
-        table["SPEED"][both] = np.hypot(table["VX"][both], table["VY"][both])
+        _velocities(table)
         pieces = np.unique(t)
         table["frame_segments"] = np.array([[run.result.tracklets.start[p], run.result.tracklets.end[p]]
                                             for p in pieces], np.int64).reshape(-1, 2)
         tables[int(k)] = table
     return tables
+
+
+def _velocities(table: dict[str, np.ndarray]) -> None:
+    """VX, VY, SPEED on every frame the animal was seen: from the previous frame it was seen
+    in (across a gap: the mean velocity over the gap), on its first frame towards the next one;
+    0 for an animal seen in one frame only. Never ``inf`` where X and Y are numbers, so means
+    and sums over seen frames work."""
+    seen = np.flatnonzero(table["missing"] == 0)
+    if len(seen) < 2:
+        for name in ("VX", "VY", "SPEED"):
+            table[name][seen] = 0.0
+        return
+    before = np.concatenate([[seen[1]], seen[1:]])  # the first frame looks forward
+    after = np.concatenate([[seen[0]], seen[:-1]])
+    a, b = np.minimum(before, after), np.maximum(before, after)
+    dt = table["time"][b] - table["time"][a]
+    dt = np.where(dt > 0, dt, np.nan)
+    table["VX"][seen] = (table["X"][b] - table["X"][a]) / dt
+    table["VY"][seen] = (table["Y"][b] - table["Y"][a]) / dt
+    table["SPEED"][seen] = np.hypot(table["VX"][seen], table["VY"][seen])
 
 
 def _csv(path: Path, table: dict[str, np.ndarray], names: tuple[str, ...] | list[str] = FIELDS,
@@ -108,9 +124,31 @@ def _npz(path: Path, table: dict[str, np.ndarray]) -> None:
 def export_trajectories(run: Any, output_dir: str | os.PathLike, identities: Any = None,
                         edited: np.ndarray | None = None, formats: tuple[str, ...] = ("npz", "csv"),
                         validation_samples: str | os.PathLike | None = None) -> list[Path]:
-    """Write the per-individual files and the combined table into ``output_dir/data``."""
-    data = Path(output_dir) / "data"
-    data.mkdir(parents=True, exist_ok=True)
+    """Write the per-individual files and the combined table into ``output_dir/data``,
+    replacing what an earlier export left there (all at once: the new files are written into a
+    hidden folder that then takes the place of ``data``)."""
+    from .results import STAGING_PREFIX, recover
+
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    recover(folder)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}data-", dir=folder))
+    try:
+        names = _write_export(run, staging, identities, edited, formats, validation_samples)
+        data = folder / "data"
+        old = folder / f"{staging.name}-old"
+        if data.exists():
+            os.replace(data, old)  # the next line puts the new set in place
+        os.replace(staging, data)
+        as_created_folder(data)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [data / name for name in names]
+
+
+def _write_export(run: Any, data: Path, identities: Any, edited: np.ndarray | None,
+                  formats: tuple[str, ...], validation_samples: str | os.PathLike | None) -> list[str]:
     video = Path(run.video_info.path).stem
     tables = individual_tables(run, identities, edited)
     written = []
@@ -119,7 +157,7 @@ def export_trajectories(run: Any, output_dir: str | os.PathLike, identities: Any
         for fmt in formats:
             path = data / f"{video}_id{k}.{fmt}"
             (_npz if fmt == "npz" else _csv)(path, table)
-            written.append(path)
+            written.append(path.name)
         seen = table["missing"] == 0
         combined.append({"identity": np.full(int(seen.sum()), k),
                          **{n: table[n][seen] for n in FIELDS if n != "missing"}})
@@ -129,12 +167,12 @@ def export_trajectories(run: Any, output_dir: str | os.PathLike, identities: Any
         order = np.lexsort((merged["identity"], merged["frame"]))
         path = data / f"{video}_trajectories.csv"
         _csv(path, merged, order_cols, order)
-        written.append(path)
+        written.append(path.name)
     if validation_samples is not None and Path(validation_samples).is_file():
         target = data / Path(validation_samples).name
         with atomic_path(target) as tmp:
             shutil.copyfile(validation_samples, tmp)
-        written.append(target)
+        written.append(target.name)
     return written
 
 

@@ -13,6 +13,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process's umask (it can only be read by setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(path: str | os.PathLike) -> None:
+    """Give a file made by ``tempfile`` (owner-only, 0600) the permissions a plain ``open``
+    would have given it under the user's umask (usually 0644), so that group members and
+    other tools can read the results as they read any other file."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def as_created_folder(path: str | os.PathLike) -> None:
+    """:func:`as_created` for a folder made by ``tempfile.mkdtemp`` (0700)."""
+    os.chmod(path, 0o777 & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -29,6 +48,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        as_created(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

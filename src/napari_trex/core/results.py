@@ -18,12 +18,12 @@ complete run.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import numpy as np
 from .. import __version__
 from .detection import Detections
 from .errors import NapariTrexError
-from .pipeline import AutoParameters, TrackingRun
+from .model import AutoParameters, TrackingRun
 from .settings import Settings
 from .tracking import TrackingResult
 from .tracklets import GlobalSegments, Tracklets, reason_names
@@ -116,20 +116,75 @@ def _write_csv(path: Path, columns: dict[str, np.ndarray], formats: dict[str, st
             np.savetxt(fh, table, fmt=fmt, delimiter=",")
 
 
+JOURNAL = ".napari-trex-swap.json"  # a save in progress: which staged files go where
+STAGING_PREFIX = ".napari-trex-"
+CORRECTIONS_FILE = "corrections.json"
+STALE_WITH_NEW_TRACKING = ("identities.npz", "identification.json")  # per tracklet: of one run
+DAMAGED = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile)
+
+
+def recover(folder: str | os.PathLike) -> None:
+    """Finish a save that was interrupted (killed, power cut) or clean up after one.
+
+    A save stages every file in a hidden folder, then writes a journal naming the files to move
+    and the files to remove, then moves them. Whoever opens the folder next completes the moves
+    the journal lists (everything staged was complete before the journal was written), so the
+    folder is always one whole run: the old one or the new one. Staging folders without a
+    journal are leftovers of a save that never got that far, and go.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    journal = folder / JOURNAL
+    if journal.is_file():
+        try:
+            plan = json.loads(journal.read_text(encoding="utf-8"))
+            staging = folder / plan["staging"]
+            for name in plan["remove"]:
+                (folder / name).unlink(missing_ok=True)
+            for name in plan["files"]:  # run.json is last: the run is whole once it is there
+                if (staging / name).exists():
+                    os.replace(staging / name, folder / name)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise NapariTrexError(f"{folder}: an interrupted save could not be completed ({exc}); "
+                                  f"remove {journal.name} and the hidden {STAGING_PREFIX}* "
+                                  "folders to go back to the files as they are") from None
+        journal.unlink()
+    for leftover in folder.glob(f"{STAGING_PREFIX}*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _swap_in(folder: Path, staging: Path, files: list[str], remove: list[str]) -> None:
+    """Move the staged ``files`` into ``folder`` and delete ``remove`` there, all or nothing
+    (see :func:`recover`)."""
+    from .io import atomic_write_text
+
+    atomic_write_text(folder / JOURNAL, json.dumps(
+        {"staging": staging.name, "files": files, "remove": remove}))
+    recover(folder)
+
+
 def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None, *,
                   identities: Any = None, edited: np.ndarray | None = None,
-                  settings: Settings | None = None) -> list[Path]:
+                  settings: Settings | None = None, corrections: Any = None,
+                  drop: tuple[str, ...] = ()) -> list[Path]:
     """Write a run into ``output_dir``, replacing a previous run there, never half-written.
 
     With ``identification`` (an :class:`~napari_trex.core.identification.pipeline.
     IdentificationResult`) the tables carry the final identities and the network's files
     are written too. ``identities`` alone (corrected by hand) replaces ``identities.npz`` and
     keeps the network's files; ``edited`` marks the tracklets the user changed; ``settings``
-    (e.g. with the corrections as ``manual_matches``) is what ``settings.toml`` records.
+    (e.g. with the corrections as ``manual_matches``) is what ``settings.toml`` records;
+    ``corrections`` (a :class:`~napari_trex.core.corrections.CorrectionsRecord`) is written as
+    ``corrections.json``. Nothing else of an earlier run is removed, except per-tracklet
+    identities of another tracking (they would name the wrong tracklets) and the files named
+    in ``drop`` (the workflow decides those, with the user's ``--overwrite``).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".napari-trex-", dir=output_dir))
+    recover(output_dir)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
     if identities is None and identification is not None:
         identities = identification.identities
     try:
@@ -171,53 +226,109 @@ def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None
         r.detections.save(staging / "tracked_detections.npz")
         extra = _identification_files(identification, staging, run) if identification else []
         if identities is not None:
-            _write_identities(staging / "identities.npz", identities, edited)
+            _write_identities(staging / "identities.npz", identities, edited, run.run_id)
             extra = list(dict.fromkeys([*extra, "identities.npz"]))
+        if corrections is not None:
+            (staging / CORRECTIONS_FILE).write_text(json.dumps(corrections.to_json(), indent=1),
+                                                    encoding="utf-8")
+            extra.append(CORRECTIONS_FILE)
         meta = {
             "napari_trex_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "video": run.video_info.as_dict(), "fps": run.fps, "n_individuals": run.n_individuals,
+            "video": run.video_info.as_dict(), "fingerprint": run.fingerprint, "run_id": run.run_id,
+            "fps": run.fps, "n_individuals": run.n_individuals,
             "auto": asdict(run.auto), "timings_s": run.timings,
             "identified": identities is not None,
         }
         (staging / "run.json").write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
-        # swap in: drop the old marker first, so a crash in between never looks complete
-        marker = output_dir / "run.json"
-        if marker.exists():
-            marker.unlink()
-        written = []
-        if identities is None:  # a plain retrack makes earlier identities stale
-            for name in IDENTIFICATION_FILES:
-                (output_dir / name).unlink(missing_ok=True)
-        for name in (*OUTPUT_FILES[:-1], "tracked_detections.npz", *extra, "run.json"):
-            os.replace(staging / name, output_dir / name)
-            written.append(output_dir / name)
-        return written
+        remove = [name for name in drop if name not in extra]
+        if identities is None and _saved_run_id(output_dir) != run.run_id:
+            remove += [n for n in STALE_WITH_NEW_TRACKING if n not in remove]
+        files = [*OUTPUT_FILES[:-1], "tracked_detections.npz", *extra, "run.json"]
+        _swap_in(output_dir, staging, files, remove)
+        return [output_dir / name for name in files]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _saved_run_id(folder: Path) -> str | None:
+    """The run id recorded in ``folder``'s identities (None when there are none or unknown)."""
+    path = folder / "identities.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["run_id"]) if "run_id" in z.files else None
+    except DAMAGED:
+        return None
 
 
 def load_tracking(output_dir: str | os.PathLike) -> TrackingRun:
     """Read back a run saved by :func:`save_tracking` (to resume without re-detecting)."""
     folder = Path(output_dir)
+    if not folder.is_dir():
+        raise NapariTrexError(f"{folder} is not a results folder (it does not exist or is a file)")
+    recover(folder)
     marker = folder / "run.json"
     if not marker.is_file():
         raise NapariTrexError(f"{folder} holds no complete tracking run (no run.json)")
-    meta = json.loads(marker.read_text(encoding="utf-8"))
-    settings = Settings.load(folder / "settings.toml")
-    with np.load(folder / "tracking.npz") as z:
-        tracklets = Tracklets(z["tracklet_id"], z["tracklet_individual"], z["tracklet_start"],
-                              z["tracklet_end"], z["tracklet_end_reason"])
-        tracked = Detections.load(folder / "tracked_detections.npz")
-        result = TrackingResult(tracked, z["assignment"], tracklets, z["tracklet_of"], z["probability"])
-        segments = GlobalSegments(z["segment_start"], z["segment_end"], z["segment_min_cells"],
-                                  z["segment_average_samples"], z["segment_rank"])
-        background, times = z["background"], z["times"]
-    info = VideoInfo(**{k: (tuple(v) if k == "warnings" else v) for k, v in meta["video"].items()})
-    known = {f.name for f in dataclasses.fields(AutoParameters)}
-    auto = AutoParameters(**{k: v for k, v in meta.get("auto", {}).items() if k in known})
-    return TrackingRun(info, settings, meta["fps"], times, background,
-                       Detections.load(folder / "detections.npz"), result, segments, auto,
-                       meta.get("timings_s", {}))
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+        settings = Settings.load(folder / "settings.toml")
+        with np.load(folder / "tracking.npz") as z:
+            tracklets = Tracklets(z["tracklet_id"], z["tracklet_individual"], z["tracklet_start"],
+                                  z["tracklet_end"], z["tracklet_end_reason"])
+            tracked = Detections.load(folder / "tracked_detections.npz")
+            result = TrackingResult(tracked, z["assignment"], tracklets, z["tracklet_of"],
+                                    z["probability"])
+            segments = GlobalSegments(z["segment_start"], z["segment_end"], z["segment_min_cells"],
+                                      z["segment_average_samples"], z["segment_rank"])
+            background, times = z["background"], z["times"]
+        info = VideoInfo(**{k: (tuple(v) if k == "warnings" else v) for k, v in meta["video"].items()})
+        known = {f.name for f in dataclasses.fields(AutoParameters)}
+        auto = AutoParameters(**{k: v for k, v in meta.get("auto", {}).items() if k in known})
+        detections = Detections.load(folder / "detections.npz")
+        fps = meta["fps"]
+    except NapariTrexError:
+        raise
+    except DAMAGED as exc:
+        raise NapariTrexError(f"{folder} holds a damaged run ({type(exc).__name__}: {exc}); "
+                              "track the video again into this folder") from None
+    run = TrackingRun(info, settings, fps, times, background, detections, result, segments, auto,
+                      meta.get("timings_s", {}))
+    run.run_id = meta.get("run_id") or run.run_id
+    run.fingerprint = meta.get("fingerprint", {})
+    return run
+
+
+def load_corrections(output_dir: str | os.PathLike) -> Any:
+    """The folder's :class:`~napari_trex.core.corrections.CorrectionsRecord`: ``corrections.json``,
+    or for folders written before it existed the ``manual_*`` of ``settings.toml`` plus the
+    tracklets marked "not an animal" in ``identities.npz``. Empty where the folder has none."""
+    from .corrections import CorrectionsRecord
+
+    folder = Path(output_dir)
+    path = folder / CORRECTIONS_FILE
+    if path.is_file():
+        try:
+            return CorrectionsRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as exc:
+            raise NapariTrexError(f"{path} is damaged ({exc}); nothing was changed") from None
+    if not (folder / "settings.toml").is_file():
+        return CorrectionsRecord()
+    record = CorrectionsRecord.from_settings(Settings.load(folder / "settings.toml"))
+    try:
+        run = load_tracking(folder)
+        identities, _ = load_identities_and_edits(folder)
+    except NapariTrexError:
+        return record
+    if identities is not None and len(identities.identity) == len(run.result.tracklets):
+        from .corrections import REMOVED, Corrections
+
+        edits = Corrections.start(run.result, identities, record=record)
+        for tid in np.flatnonzero(identities.source == REMOVED):
+            edits.remove(int(tid))  # recorded by blob: it survives a retrack
+        record = edits.record
+    return record
 
 
 def _identification_files(identification: Any, staging: Path, run: TrackingRun) -> list[str]:
@@ -247,11 +358,11 @@ def _identification_files(identification: Any, staging: Path, run: TrackingRun) 
     return names
 
 
-def _write_identities(path: Path, ids: Any, edited: np.ndarray | None) -> None:
+def _write_identities(path: Path, ids: Any, edited: np.ndarray | None, run_id: str) -> None:
     edited = np.zeros(len(ids.identity), bool) if edited is None else np.asarray(edited, bool)
     np.savez_compressed(path, identity=ids.identity, probability=ids.probability,
                         n_samples=ids.n_samples, source=ids.source.astype(str),
-                        mean_vectors=ids.mean_vectors, edited=edited)
+                        mean_vectors=ids.mean_vectors, edited=edited, run_id=np.array(run_id))
 
 
 def load_identities(output_dir: str | os.PathLike) -> Any:
@@ -266,8 +377,12 @@ def load_identities_and_edits(output_dir: str | os.PathLike) -> tuple[Any, np.nd
     path = Path(output_dir) / "identities.npz"
     if not path.is_file():
         return None, None
-    with np.load(path, allow_pickle=False) as z:
-        ids = TrackletIdentities(z["identity"], z["probability"], z["n_samples"],
-                                 z["source"].astype(object), z["mean_vectors"])
-        edited = z["edited"] if "edited" in z.files else np.zeros(len(ids.identity), bool)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids = TrackletIdentities(z["identity"], z["probability"], z["n_samples"],
+                                     z["source"].astype(object), z["mean_vectors"])
+            edited = z["edited"] if "edited" in z.files else np.zeros(len(ids.identity), bool)
+    except DAMAGED as exc:
+        raise NapariTrexError(f"{path} is damaged ({type(exc).__name__}: {exc}); identify again "
+                              "or remove it") from None
     return ids, edited

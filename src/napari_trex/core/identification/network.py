@@ -11,7 +11,9 @@ plain words for the terminal and the GUI.
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 
 import numpy as np
 import torch
@@ -110,17 +112,23 @@ def save_weights(model: IdentityNetwork, path: os.PathLike | str, meta: dict) ->
     from ..io import atomic_path
 
     with atomic_path(path) as tmp:
+        plain = json.loads(json.dumps(meta, default=float))  # loadable with weights_only=True
         torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()},
-                    "n_identities": model.n_identities, "size": model.size, "meta": meta}, tmp)
+                    "n_identities": int(model.n_identities), "size": [int(v) for v in model.size],
+                    "meta": plain}, tmp)
 
 
 def load_weights(path: os.PathLike | str, device: torch.device) -> tuple[IdentityNetwork, dict]:
     from ..errors import NapariTrexError
 
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        # tensors and plain values only: a weights file from elsewhere cannot run code
+        data = torch.load(path, map_location="cpu", weights_only=True)
         model = IdentityNetwork(int(data["n_identities"]), tuple(data["size"]))
         model.load_state_dict(data["state"])
-    except (OSError, KeyError, RuntimeError) as exc:
-        raise NapariTrexError(f"cannot load identification weights from {path}: {exc}") from None
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, EOFError,
+            pickle.UnpicklingError) as exc:
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise NapariTrexError(f"cannot load identification weights from {path}: not a napari-trex "
+                              f"weights file, or damaged ({reason})") from None
     return model.to(device), dict(data.get("meta", {}))
