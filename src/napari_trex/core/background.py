@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Cancelled, NapariTrexError
+from .errors import Cancelled, NapariTrexError, VideoError
 from .settings import Settings
 from .video import Video, rgb_to_grey
 
@@ -166,15 +166,25 @@ def sample_frames(video: Video, n_samples: int, progress: ProgressCallback | Non
     done = [0]
     lock = threading.Lock()
 
+    stored = np.zeros(len(indices), bool)
+    failures: list[VideoError] = []
+
     def store(k: int, frame: np.ndarray) -> None:
         stack[k] = frame if frame.ndim == 2 else rgb_to_grey(frame)
         with lock:
             done[0] += 1
             count = done[0]
+            stored[k] = True
         if progress is not None:
             progress(count, len(indices), "sampling frames")
 
     def run(group: np.ndarray) -> None:  # sample positions (into indices) between two keyframes
+        try:
+            _run(group)
+        except VideoError as exc:
+            failures.append(exc)  # fine if at the end (a truncated file; checked below)
+
+    def _run(group: np.ndarray) -> None:
         wanted = {int(indices[k]): int(k) for k in group}
         first, last = int(indices[group[0]]), int(indices[group[-1]])
         if len(group) == 1:
@@ -202,6 +212,12 @@ def sample_frames(video: Video, n_samples: int, progress: ProgressCallback | Non
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled while sampling frames")
             run(group)
+    if failures and (not stored.any() or np.flatnonzero(stored).max() > np.flatnonzero(~stored).min()):
+        raise failures[0]  # frames missing in the middle: damaged, not just cut short
+    if not stored.all():  # the end of a truncated recording
+        indices, stack = indices[stored], stack[stored]
+    if not len(indices):
+        raise VideoError(f"{getattr(video, 'path', 'the video')}: no frame could be decoded")
     return indices, stack
 
 

@@ -27,7 +27,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .errors import Cancelled, NapariTrexError
+from .errors import Cancelled, NapariTrexError, VideoError
 from .settings import Settings
 from .video import Video, rgb_to_grey
 
@@ -57,6 +57,7 @@ class DetectionParams:
     ignore: tuple[np.ndarray, ...] = ()
     intensity_range: tuple[int, int] | None = None
     keep_pixels_above_px: float = np.inf  # blobs this large keep their pixels for splitting
+    analysis_range: tuple[int, int] = (-1, -1)  # first, last frame analysed (-1: the video's)
 
     @property
     def min_area_px(self) -> float:
@@ -94,6 +95,7 @@ class DetectionParams:
             else tuple(settings.track_intensity_range),
             keep_pixels_above_px=min(largest, 1.25 * (smallest + largest) / 2
                                      if np.isfinite(largest) else np.inf),
+            analysis_range=tuple(settings.analysis_range),
         )
 
 
@@ -106,6 +108,7 @@ class Detections:
     columns: dict[str, np.ndarray]
     offsets: np.ndarray
     pixels: dict[int, tuple[int, int, np.ndarray]] = field(default_factory=dict)
+    undecodable: int = 0  # frames at the end of the video that could not be decoded (empty here)
 
     @property
     def n_frames(self) -> int:
@@ -154,7 +157,7 @@ class Detections:
             offsets.append(p.offsets[1:] + base)
             pixels.update({row + base: crop for row, crop in p.pixels.items()})
             base += len(p)
-        return cls(columns, np.concatenate(offsets), pixels)
+        return cls(columns, np.concatenate(offsets), pixels, sum(p.undecodable for p in parts))
 
     def save(self, path: Any) -> None:
         from .io import atomic_path
@@ -626,20 +629,45 @@ def detect_range(video: Video, background: np.ndarray, params: DetectionParams, 
                  on_frame: Callable[[], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  decoder_threads: int | None = None) -> Detections:
-    """Detect in frames ``start .. stop-1`` (decoded sequentially): one dask task."""
+    """Detect in frames ``start .. stop-1`` (decoded sequentially): one dask task.
+
+    Frames outside ``params.analysis_range`` are not decoded and hold no blobs. A recording
+    that stops decoding before its last frame (a truncated file) is detected up to its last
+    decodable frame: the rest hold no blobs and are counted in ``undecodable``.
+    """
     bg = np.clip(np.rint(background), 0, 255).astype(np.uint8)
-    tables, pixels = [], []
-    for index, frame in video.frames(start, stop, threads=decoder_threads):
-        if should_stop is not None and should_stop():
-            raise Cancelled("detection cancelled")
-        table, frame_pixels = detect_frame(frame, bg, params, index)
-        tables.append(table)
-        pixels.append(frame_pixels)
-        if on_frame is not None:
-            on_frame()
-    if len(tables) != stop - start:
-        raise NapariTrexError(f"{video.path.name}: frames {start}..{stop - 1} could not all be decoded")
-    return Detections.from_frames(tables, pixels)
+    first, last = params.analysis_range
+    lo = max(start, first) if first >= 0 else start
+    hi = min(stop, last + 1) if last >= 0 else stop
+    tables = [_empty_frame(i) for i in range(start, min(lo, stop))]
+    pixels: list[dict] = [{} for _ in tables]
+    expected = lo
+    try:
+        for index, frame in video.frames(lo, hi, threads=decoder_threads) if lo < hi else ():
+            if should_stop is not None and should_stop():
+                raise Cancelled("detection cancelled")
+            table, frame_pixels = detect_frame(frame, bg, params, index)
+            tables.append(table)
+            pixels.append(frame_pixels)
+            expected = index + 1
+            if on_frame is not None:
+                on_frame()
+    except VideoError:
+        if hi < len(video):  # not at the end: a damaged middle is an error, not a truncation
+            raise
+    undecodable = 0
+    if expected < hi:
+        if hi < len(video):
+            raise NapariTrexError(f"{video.path.name}: frames {expected}..{hi - 1} could not be "
+                                  "decoded (the file seems damaged); set analysis_range to leave "
+                                  "them out")
+        undecodable = hi - expected
+    while len(tables) < stop - start:
+        tables.append(_empty_frame(start + len(tables)))
+        pixels.append({})
+    detections = Detections.from_frames(tables, pixels)
+    detections.undecodable = undecodable
+    return detections
 
 
 def chunk_ranges(video: Video, chunk_frames: int) -> list[tuple[int, int]]:

@@ -52,6 +52,9 @@ class Settings(BaseModel):
                                 "cm", "video", gt=0)
     output_dir: str = _p("", "Folder for results; empty = a folder beside the video", "", "output",
                          advanced=False)
+    analysis_range: tuple[int, int] = _p(
+        (-1, -1), "First and last frame to analyse [start, end] (-1 = the video's first / last); "
+        "frames outside hold no animals", "frames", "video")
 
     # -- background and detection (TGrabs) -----------------------------------------------------
     average_samples: int = _p(100, "Frames sampled evenly over the video to build the background",
@@ -247,6 +250,15 @@ class Settings(BaseModel):
         if min(value) < 0 or left + right >= 1 or top + bottom >= 1:
             raise ValueError("fractions must be >= 0 and leave part of the frame "
                              f"(left + right < 1, top + bottom < 1), not {list(value)}")
+        return value
+
+    @field_validator("analysis_range")
+    @classmethod
+    def _analysis_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        start, end = value
+        if start < -1 or end < -1 or (end >= 0 and start > end):
+            raise ValueError(f"analysis_range [{start}, {end}]: give [start, end] with start <= end "
+                             "(frame numbers from 0; -1 = the video's first / last frame)")
         return value
 
     @field_validator("track_intensity_range")

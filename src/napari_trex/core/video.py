@@ -866,7 +866,11 @@ def open_video(path: str | os.PathLike, color: bool = False, fps: float | None =
     if p.stat().st_size == 0:
         raise VideoError(f"{p.name} is empty (0 bytes)")
     if p.suffix.lower() in TIFF_EXTENSIONS:
-        return TiffStack(p, color=color, fps=fps, cache_mb=cache_mb)
+        stack = TiffStack(p, color=color, fps=fps, cache_mb=cache_mb)
+        if len(stack) == 0 or 0 in stack.frame_shape[:2]:
+            stack.close()
+            raise VideoError(f"{p.name} holds no images (0 frames)")
+        return stack
     video = PyAVVideo(p, color=color, cache_mb=cache_mb, index_now=index_now)
     if fps:
         video.fps = float(fps)
