@@ -223,3 +223,54 @@ def test_tracking_again_from_the_panel_keeps_the_corrections(panel, qtbot):
     assert session.identities.source[retracked] == "manual"
     points = viewer.layers[POINTS_LAYER]
     assert (points.symbol[points.features["tracklet"].to_numpy() == retracked] == "diamond").all()
+
+
+def test_a_reopened_folder_comes_back_whole_whichever_panel_is_open(panel, make_napari_viewer,
+                                                                     tmp_path, tracked):
+    from napari_trex.core.identification.network import IdentityNetwork, save_weights
+
+    viewer, widget = panel
+    tid, frame, _ = longest_frame(viewer)
+    widget.select(tid)
+    widget.remove()  # "not an animal"
+    folder = tmp_path / "res"
+    session_for(viewer).run.settings = session_for(viewer).run.settings.updated(track_max_speed=33.0)
+    widget.folder.value = str(folder)
+    widget.save()
+    save_weights(IdentityNetwork(3, (32, 32)), folder / "identification_weights.pt", {})
+    other = make_napari_viewer()
+    other.open(str(folder), plugin=PLUGIN)
+    from napari_trex.napari.widgets.timeline import TimelineWidget
+
+    timeline = TimelineWidget(other)  # no Corrections panel: the timeline fills anyway
+    session = session_for(other)
+    assert session.run is not None and timeline.session is session
+    assert session.identities.source[tid] == "removed"
+    _, tracking = other.window.add_plugin_dock_widget(PLUGIN, "Tracking")
+    assert tracking.form.field("track_max_speed").value == 33.0  # the run's, not the default
+    assert tracking.form.field("output_dir").value and str(folder) in str(tracking.form.field("output_dir").value)
+    assert session.weights_path.endswith("identification_weights.pt")  # Apply only / Continue
+
+
+def test_not_an_animal_survives_tracking_again_from_the_panel(panel, qtbot, tmp_path):
+    viewer, widget = panel
+    tid, frame, slot = longest_frame(viewer)
+    widget.select(tid)
+    widget.remove()
+    blob = session_for(viewer).edit().blob_at(tid, frame)
+    _, tracking = viewer.window.add_plugin_dock_widget(PLUGIN, "Tracking")
+    tracking.form.field("track_max_individuals").value = 3
+    tracking.form.field("track_max_speed").value = 31.0
+    tracking.form.field("output_dir").value = str(tmp_path / "again")
+    job = tracking.start_tracking()
+    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    assert job.outcome == "done"
+    r = session_for(viewer).run.result
+    holder = [s for s in range(3) if r.assignment[frame, s] >= 0
+              and r.detections["blob_id"][r.assignment[frame, s]] == blob][0]
+    retracked = int(r.tracklet_of[frame, holder])
+    assert session_for(viewer).identities.source[retracked] == "removed"
+    from napari_trex.core.workflow import Project
+
+    saved = Project.open(tmp_path / "again")
+    assert saved.identities.source[retracked] == "removed"  # saved after the corrections

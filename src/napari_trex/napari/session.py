@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
-from ..core.corrections import Corrections, apply_manual
+from ..core.corrections import Corrections, CorrectionsRecord
 from ..core.settings import Settings
 from .layers import points_layer_data, results_metadata, tracks_layer_data
 
@@ -38,6 +38,8 @@ class Session:
         self.identification: Any = None  # the last IdentificationResult (model, steps)
         self.corrections: Corrections | None = None
         self.output_dir: str = ""
+        self.weights_path: str = ""  # the trained network of a reopened results folder
+        self._record = CorrectionsRecord()  # the user's decisions when no run is being edited
 
     @property
     def trained_ranges(self) -> list[tuple[int, int]]:
@@ -51,27 +53,46 @@ class Session:
     def edited(self) -> np.ndarray | None:
         return None if self.corrections is None else self.corrections.edited
 
+    @property
+    def record(self) -> CorrectionsRecord:
+        """Every correction the user made: kept across retracks and identifications."""
+        return self.corrections.record if self.corrections is not None else self._record.copy()
+
+    def _apply_record(self, identities: Any) -> None:
+        """Re-apply the user's corrections to the current run (after a retrack or an
+        identification), and start editing from there."""
+        from ..core.workflow import apply_corrections
+
+        record = self.record
+        self._record = record
+        if len(record):
+            identities, edited, _ = apply_corrections(self.run, identities, record)
+        else:
+            edited = None
+        self.identities = identities
+        self.corrections = Corrections.start(self.run.result, identities, record=record)
+        if edited is not None:
+            self.corrections.edited = edited.copy()
+
     def set_run(self, run: Any, video: Any, video_layer: str, output_dir: str = "") -> None:
-        """A new tracking run replaces the previous one; corrections in its settings
-        (manual_matches) are applied to it at once."""
+        """A new tracking run replaces the previous one; the user's corrections (and those in
+        its settings: manual_matches) are applied to it at once."""
+        self._record = self.record.merged(CorrectionsRecord.from_settings(run.settings))
         self.run, self.video, self.video_layer = run, video, video_layer
         self.output_dir = output_dir or run.settings.output_dir
         self.identification = None
-        self.identities = None
-        self.corrections = None
-        if run.settings.manual_matches:
-            self.identities = apply_manual(run.result, None, run.settings)
-            self.corrections = Corrections.start(run.result, self.identities, run.settings)
-            self.corrections.edited = self.identities.source == "manual"
+        self._apply_record(None)
+        if not len(self._record):
+            self.identities = None
         self.changed.emit()
 
     def set_identification(self, result: Any) -> None:
         self.identification = result
-        self.identities = result.identities
-        self.corrections = None
+        self._apply_record(result.identities)
         self.changed.emit()
 
     def clear_identities(self) -> None:
+        self._record = self.record
         self.identities = self.identification = self.corrections = None
         self.changed.emit()
 
@@ -92,34 +113,64 @@ class Session:
         self.changed.emit()
 
     def load_output(self, folder: str | Path) -> None:
-        """Resume from a results folder: tracking, identities and corrections."""
-        from ..core.results import load_identities_and_edits, load_tracking
-        from ..core.video import open_video
+        """Resume from a results folder, whole: tracking, identities, corrections, parameters,
+        the trained network."""
+        from ..core.workflow import Project
 
-        run = load_tracking(folder)
-        identities, edited = load_identities_and_edits(folder)
-        video = open_video(run.video_info.path) if Path(run.video_info.path).exists() else None
+        project = Project.open(folder)
+        if project.run is None:
+            from ..core.errors import NapariTrexError
+
+            raise NapariTrexError(f"{folder} holds no tracking run")
+        try:
+            video = project.video()
+        except Exception:  # noqa: BLE001 - the results are still worth showing without it
+            video = None
+        run = project.run
         self.run, self.video, self.output_dir = run, video, str(folder)
-        self.settings = run.settings
+        self.video_layer = Path(run.video_info.path).stem
+        self.settings = run.settings.updated(output_dir=str(folder))
         self.identification = None
-        self.identities = identities
-        self.corrections = Corrections.start(run.result, identities, run.settings)
-        if edited is not None and len(edited) == len(run.result.tracklets):
-            self.corrections.edited = edited.copy()
+        self.weights_path = str(project.weights) if project.weights is not None else ""
+        self.identities = project.identities
+        self._record = project.corrections
+        self.corrections = Corrections.start(run.result, project.identities, record=project.corrections)
+        if project.edited is not None and len(project.edited) == len(run.result.tracklets):
+            self.corrections.edited = project.edited.copy()
         self.changed.emit()
 
-    def save(self, folder: str | Path | None = None) -> Path:
-        """Write the run with the current identities and corrections into the results folder."""
+    def save(self, folder: str | Path | None = None, drop: tuple[str, ...] = ()) -> Path:
+        """Write the run with the current identities and corrections into the results folder
+        (the one workflow's save: all or nothing, the network kept)."""
         from ..core.errors import NapariTrexError
-        from ..core.results import save_tracking
+        from ..core.workflow import Outcome, save
 
         target = Path(folder or self.output_dir or "")
         if not str(folder or self.output_dir):
             raise NapariTrexError("choose a results folder first (output_dir)")
-        save_tracking(self.run, target, self.identification if self.corrections is None else None,
-                      identities=self.identities, edited=self.edited, settings=self.run.settings)
+        save(target, Outcome(self.run, self.identification, self.identities, self.edited,
+                             self.record), drop)
         self.output_dir = str(target)
         return target
+
+    def adopt(self, layer: Any) -> bool:
+        """Load the results folder behind a Tracks or Points layer of ours (once)."""
+        meta = getattr(layer, "metadata", {}) or {}
+        folder = meta.get("output_dir") if meta.get("napari_trex") in ("tracks", "animals") else None
+        if not folder or not (Path(folder) / "run.json").is_file():
+            return False
+        if self.run is not None:
+            return False  # a run is open (maybe with unsaved edits): never replaced silently
+        from ..core.errors import NapariTrexError
+
+        try:
+            self.load_output(folder)
+        except NapariTrexError as exc:
+            from napari.utils.notifications import show_error
+
+            show_error(f"napari-trex: {exc}")
+            return False
+        return True
 
     # -- layers --------------------------------------------------------------------------------------
     def layer_data(self) -> list[tuple[Any, dict[str, Any], str]]:
@@ -150,7 +201,17 @@ _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def session_for(viewer: Any) -> Session:
-    """The viewer's session (created on first use; it goes away with the viewer)."""
+    """The viewer's session (created on first use; it goes away with the viewer).
+
+    A results folder dropped on the viewer (or opened with ``napari-trex view DIR``) is
+    loaded into the session as soon as any napari-trex panel exists, whichever it is, so the
+    Timeline, Dataset and Identification panels show it without opening Corrections first.
+    """
     if viewer not in _SESSIONS:
-        _SESSIONS[viewer] = Session()
+        session = _SESSIONS[viewer] = Session()
+        ref = weakref.ref(session)
+        viewer.layers.events.inserted.connect(
+            lambda event: ref() is not None and ref().adopt(event.value))
+        for layer in list(viewer.layers):
+            session.adopt(layer)
     return _SESSIONS[viewer]

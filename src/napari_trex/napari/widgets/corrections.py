@@ -131,12 +131,7 @@ class CorrectionsWidget(Container):
         meta = getattr(layer, "metadata", {}) or {}
         if meta.get("napari_trex") in ("tracks", "animals"):
             keybindings.bind(layer, self.actions)
-            folder = meta.get("output_dir")
-            if self.session.run is None and folder and (Path(folder) / "run.json").is_file():
-                try:
-                    self.session.load_output(folder)
-                except NapariTrexError as exc:
-                    _notify_error(str(exc))
+            self.session.adopt(layer)
 
     def _session_changed(self, *_: Any) -> None:
         self.identity.reset_choices()

@@ -11,7 +11,6 @@ only predicts with it without training; Restart first discards the current ident
 """
 
 # no `from __future__ import annotations`: magicgui reads annotations at run time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, Label, PushButton
@@ -147,7 +146,8 @@ class IdentificationWidget(JobPanel, Container):
         if session.run is None or session.video is None:
             show_error("napari-trex: track the video first (Plugins > napari-trex > Tracking)")
             return None
-        previous = session.identification.model if session.identification is not None else None
+        previous = session.identification.model if session.identification is not None else \
+            (session.weights_path or None)  # the network of a reopened results folder
         if mode in ("continue", "apply") and previous is None:
             show_error("napari-trex: there is no trained network yet in this session: press Start")
             return None
@@ -198,14 +198,18 @@ class IdentificationWidget(JobPanel, Container):
     def _on_result(self, result: Any, settings: Any) -> None:
         from napari.utils.notifications import show_info
 
-        from ...core.results import save_tracking
+        from napari.utils.notifications import show_error
 
         session = self.session
+        session.set_identification(result)  # the user's corrections are re-applied on top
         saved = ""
         if settings.output_dir:
-            save_tracking(session.run, Path(settings.output_dir), result)
-            saved = f"; saved to {settings.output_dir}"
-        session.set_identification(result)
+            try:
+                session.save(settings.output_dir)
+                saved = f"; saved to {settings.output_dir}"
+            except (NapariTrexError, OSError) as exc:
+                show_error(f"napari-trex: identified, but could not save into "
+                           f"{settings.output_dir}: {exc}; save from Corrections")
         session.show_results(self.viewer)
         ids = result.identities.identity
         message = (f"identification done: uniqueness {result.uniqueness:.3f}, "

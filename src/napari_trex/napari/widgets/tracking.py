@@ -9,7 +9,6 @@ will be tracked), too small or too large ones in red.
 """
 
 # no `from __future__ import annotations`: magicgui reads annotations at run time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -72,6 +71,7 @@ class TrackingWidget(JobPanel, Container):
                      Container(widgets=[self.track_button, self.cancel_button], layout="horizontal",
                                labels=False), self.status])
         self.job: Job | None = None
+        self._drop: tuple[str, ...] = ()  # files of the results folder the user agreed to drop
         self._background: tuple[Any, np.ndarray] | None = None  # (key, image) for the preview
         self._video: tuple[Any, Any] | None = None  # (layer, core video): opened once per layer
 
@@ -85,6 +85,7 @@ class TrackingWidget(JobPanel, Container):
         viewer.layers.events.removed.connect(self._refresh_layers)
         viewer.dims.events.current_step.connect(self._frame_changed)
         self.session.changed.connect(self._session_changed)
+        self._session_changed()  # a results folder opened before this panel
 
     # -- layers ------------------------------------------------------------------------------------
     def _image_layers(self, *_: Any) -> list[Any]:
@@ -94,7 +95,16 @@ class TrackingWidget(JobPanel, Container):
                 and layer.name != PREVIEW_LAYER and layer.ndim >= 3]
 
     def _session_changed(self, *_: Any) -> None:
-        """A calibration elsewhere (Corrections panel) shows up here."""
+        """A results folder opened shows its parameters here; a calibration elsewhere
+        (Corrections panel) shows up too."""
+        run = self.session.run
+        if run is not None and run is not getattr(self, "_run_seen", None):
+            self._run_seen = run
+            if self.session.output_dir and self.job is None:  # reopened, not tracked here
+                self.form.display(self.session.settings)
+                for layer in self._image_layers():
+                    if (layer.metadata or {}).get("path") == run.video_info.path:
+                        self.video_layer.value = layer
         field = self.form.field("cm_per_pixel")
         if field.value != self.session.settings.cm_per_pixel:
             field.value = self.session.settings.cm_per_pixel
@@ -177,6 +187,8 @@ class TrackingWidget(JobPanel, Container):
         except NapariTrexError as exc:
             show_error(f"napari-trex: {exc}")
             return None
+        if settings.output_dir and not self._may_write(video, settings):
+            return None
         self.session.settings = settings
         self._set_running(True)
         self.status.value = "tracking…"
@@ -187,6 +199,35 @@ class TrackingWidget(JobPanel, Container):
                        on_result=lambda run: self._on_result(run, video, layer.name, settings),
                        on_finish=self._on_finish)
         return self.job.start()
+
+    def _may_write(self, video: Any, settings: Any) -> bool:
+        """The results folder takes the results, and what the user made there (corrections,
+        identities, a network) is not dropped without a confirmation (the one workflow's checks,
+        before the work)."""
+        from napari.utils.notifications import show_error
+
+        from ...core.workflow import Project, check_output_folder, plan_run, video_fingerprint
+
+        try:
+            folder = check_output_folder(settings.output_dir)
+            project = Project.open(folder)
+            plan = plan_run(project, video, video_fingerprint(video), settings, retrack=True)
+        except (NapariTrexError, OSError) as exc:
+            show_error(f"napari-trex: {exc}")
+            return False
+        if plan.dropping and not self.confirm(
+                f"{folder} holds {' and '.join(plan.dropping)}, which {plan.reason}. "
+                "Track anyway and drop them?"):
+            self.status.value = "not tracked: the results folder keeps what it holds"
+            return False
+        self._drop = tuple(plan.drop)
+        return True
+
+    def confirm(self, question: str) -> bool:  # pragma: no cover - a dialog; tests replace it
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(self.native, "napari-trex", question)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _set_running(self, running: bool) -> None:
         self.track_button.enabled = not running
@@ -200,13 +241,20 @@ class TrackingWidget(JobPanel, Container):
     def _on_result(self, run: Any, video: Any, layer_name: str, settings: Any) -> None:
         from napari.utils.notifications import show_info
 
-        from ...core.results import save_tracking
+        from napari.utils.notifications import show_error
 
+        from ...core.workflow import video_fingerprint
+
+        run.fingerprint = video_fingerprint(video)
+        self.session.set_run(run, video, layer_name, settings.output_dir)  # corrections re-applied
         saved = ""
         if settings.output_dir:
-            save_tracking(run, Path(settings.output_dir))
-            saved = f"; saved to {settings.output_dir}"
-        self.session.set_run(run, video, layer_name, settings.output_dir)
+            try:
+                self.session.save(settings.output_dir, self._drop)
+                saved = f"; saved to {settings.output_dir}"
+            except (NapariTrexError, OSError) as exc:
+                show_error(f"napari-trex: tracked, but could not save into {settings.output_dir}: "
+                           f"{exc}; the results are in the viewer, save them from Corrections")
         self.session.show_results(self.viewer)
         n_tracklets = len(run.result.tracklets)
         message = (f"tracked {run.n_individuals} animals: {n_tracklets} tracklets, "
