@@ -137,3 +137,21 @@ def test_corrections_survive_a_retrack(tracked):
     identities = apply_manual(r, None, settings)
     assert identities.identity[piece] == (int(t.individual[tid]) + 1) % 3
     assert identities.source[piece] == "manual"
+
+
+def test_the_record_replayed_on_the_same_tracking_gives_back_the_edited_identities(tracked):
+    _, run = tracked
+    edits = Corrections.start(run.result)
+    first, second = long_tracklets(run.result)
+    t = run.result.tracklets
+    middle = int((t.start[first] + t.end[first]) // 2)
+    new = edits.split(first, middle)
+    edits.reassign(new, int(t.individual[second]), middle)  # a switch the tracker missed
+    edits.remove(second)
+    record = edits.record
+    result, identities, edited, report = record.apply(run.result, None)
+    assert report == {"applied": len(record), "not_found": 0}
+    assert len(result.tracklets) == len(edits.result.tracklets)
+    assert identities.identity.tolist() == edits.identities.identity.tolist()
+    assert list(identities.source) == list(edits.identities.source)
+    assert edited[new] and edited[second]

@@ -349,20 +349,18 @@ class CorrectionsRecord:
         decisions were applied and how many name a blob that is no longer there."""
         report = {"applied": 0, "not_found": 0}
         tracklets_before = len(result.tracklets)
+        if identities is None or len(identities.identity) != tracklets_before:
+            identities = slot_identities(result)  # before the splits: their new parts get none
         for frame, hit in _hits(lambda: result, self.manual_splits, report):
             if frame > result.tracklets.start[hit]:
                 result, _ = split_tracklet(result, hit, frame)
-        if identities is not None and len(identities.identity) == tracklets_before:
-            identities = _grow(identities, len(result.tracklets) - tracklets_before)
-        elif identities is not None:
-            identities = None  # of another tracking: the tracking slots stand in
+        identities = _grow(identities, len(result.tracklets) - tracklets_before)
         split = np.zeros(len(result.tracklets), bool)
         split[tracklets_before:] = True
         list(_hits(lambda: result, {f: list(m.values()) for f, m in self.manual_matches.items()},
                    report))  # counted here, applied by apply_manual
         identities = apply_manual(result, identities, Settings().updated(
-            manual_matches=self.manual_matches)) if self.manual_matches else \
-            (copy.deepcopy(identities) if identities is not None else slot_identities(result))
+            manual_matches=self.manual_matches)) if self.manual_matches else copy.deepcopy(identities)
         for _, hit in _hits(lambda: result, self.not_animals, report):
             identities.identity[hit], identities.source[hit] = -1, REMOVED
             identities.probability[hit] = 0.0

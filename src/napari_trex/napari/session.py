@@ -127,6 +127,7 @@ class Session:
         except Exception:  # noqa: BLE001 - the results are still worth showing without it
             video = None
         run = project.run
+        folder = Path(folder).resolve()
         self.run, self.video, self.output_dir = run, video, str(folder)
         self.video_layer = Path(run.video_info.path).stem
         self.settings = run.settings.updated(output_dir=str(folder))
