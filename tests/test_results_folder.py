@@ -336,3 +336,32 @@ def test_analysis_range_restricts_the_frames_that_are_tracked():
     assert not seen[:20].any() and seen[20:60].all() and not seen[60:].any()
     with pytest.raises(NapariTrexError, match="analysis_range"):
         Settings().updated(analysis_range=(50, 10))
+
+
+def test_lengths_say_what_they_rest_on_until_calibrated(video, tmp_path, capsys):
+    assert main(["track", str(video), "-o", str(tmp_path / "a"), *COMMON]) == 0
+    out = capsys.readouterr().out
+    assert "cm_per_pixel is 0: the frame is assumed 30 cm wide" in out and "px per frame" in out
+    assert main(["export", str(tmp_path / "a")]) == 0
+    assert "ASSUMED" in capsys.readouterr().out
+    assert main(["track", str(video), "-o", str(tmp_path / "b"), *COMMON,
+                 "--set", "cm_per_pixel=0.05"]) == 0
+    assert "cm_per_pixel is 0" not in capsys.readouterr().out
+
+
+def test_recognition_enable_false_switches_identification_off(tracked, video, capsys):
+    code = main(["track", str(video), "-o", str(tracked), *COMMON, "--identify",
+                 "--set", "recognition_enable=false"])
+    assert code == 1 and "recognition_enable = false" in capsys.readouterr().err
+
+
+def test_auto_apply_uses_the_network_in_the_folder_without_training(tracked, video, capsys):
+    save_weights(IdentityNetwork(3, (32, 32)), tracked / "identification_weights.pt", {})
+    code = main(["track", str(video), "-o", str(tracked), *COMMON, "--set", "auto_apply=true",
+                 "--set", "recognition_image_size=[32,32]"])
+    out = capsys.readouterr().out
+    assert code == 0 and "loaded weights" in out and "initial unit" not in out
+    assert load_identities_and_edits(tracked)[0] is not None
+    (tracked / "identification_weights.pt").unlink()
+    assert main(["track", str(video), "-o", str(tracked), *COMMON, "--set", "auto_apply=true"]) == 1
+    assert "auto_apply needs a trained network" in capsys.readouterr().err

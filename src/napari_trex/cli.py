@@ -187,9 +187,16 @@ def _load_settings(args: argparse.Namespace):
         if path.suffix.lower() == ".toml":
             settings = Settings.load(path)
         else:
+            from .core.settings import NOT_IMPLEMENTED
+
             settings, skipped = import_trex_settings(path, strict=not args.ignore_unknown)
-            if skipped:
-                print(f"skipped {len(skipped)} unknown name(s): {', '.join(skipped)}", file=sys.stderr)
+            unused = [n for n in skipped if n in NOT_IMPLEMENTED]
+            unknown = [n for n in skipped if n not in NOT_IMPLEMENTED]
+            if unused:
+                print(f"notice: {len(unused)} TRex parameter(s) napari-trex does not implement "
+                      f"were ignored: {', '.join(unused)}", file=sys.stderr)
+            if unknown:
+                print(f"skipped {len(unknown)} unknown name(s): {', '.join(unknown)}", file=sys.stderr)
     if args.assignments:
         settings = Settings.from_mapping(parse_assignments(args.assignments), base=settings)
     return settings
@@ -286,8 +293,12 @@ def _export(args: argparse.Namespace) -> int:
                                   "--set recognition_save_training_images=true first")
     written = export_trajectories(run, args.dir, identities, edited, formats, samples)
     cm = run.settings.pixel_size_cm(run.video_info.width)
+    assumed = "" if run.settings.cm_per_pixel > 0 else \
+        (f", ASSUMED: cm_per_pixel is 0, the frame taken as {run.settings.meta_real_width:g} cm "
+         "wide; --set cm_per_pixel=... to calibrate")
     print(f"wrote {len(written)} files into {Path(args.dir) / 'data'} "
-          f"({'identities' if identities is not None else 'tracking slots'}; {cm:.5g} cm per pixel)")
+          f"({'identities' if identities is not None else 'tracking slots'}; {cm:.5g} cm per "
+          f"pixel{assumed})")
     return 0
 
 

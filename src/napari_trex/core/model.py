@@ -27,9 +27,10 @@ class AutoParameters:
     smallest_area_px: float = 0.0  # smaller blobs in range are more likely fragments (0 = unknown)
     sampled_frames: int = 0
     warnings: list[str] = field(default_factory=list)
+    units: str = ""  # what the lengths rest on, when cm_per_pixel is not calibrated
 
     def describe(self) -> list[str]:
-        lines = []
+        lines = [f"NOTE: {self.units}"] if self.units else []
         if self.n_individuals is not None:
             lines.append(f"estimated track_max_individuals = {self.n_individuals} "
                          f"(95th percentile of blob counts in {self.sampled_frames} frames)")

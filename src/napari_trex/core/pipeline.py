@@ -168,6 +168,20 @@ def _animal_areas(areas_per_frame: list[np.ndarray], n_individuals: int) -> np.n
     return pooled[pooled > cut]
 
 
+def units_notice(settings: Settings, width_px: int, fps: float) -> str:
+    """What every length and speed rests on while ``cm_per_pixel`` is 0 (TRex then assumes the
+    frame is ``meta_real_width`` cm wide); empty once calibrated."""
+    if settings.cm_per_pixel > 0:
+        return ""
+    cm = settings.meta_real_width / width_px
+    speed_px = settings.track_max_speed / cm / max(fps, 1e-9)
+    return (f"cm_per_pixel is 0: the frame is assumed {settings.meta_real_width:g} cm wide "
+            f"(meta_real_width), {cm:.4g} cm per pixel, so track_max_speed "
+            f"{settings.track_max_speed:g} cm/s is {speed_px:.1f} px per frame and exported cm "
+            "rest on the same guess; calibrate with --set cm_per_pixel=... (or the Corrections "
+            "panel's calibration line)")
+
+
 def frame_times(video: Video, settings: Settings) -> tuple[float, np.ndarray]:
     """Frame rate and the time of every frame (real timestamps for variable frame rates)."""
     if settings.frame_rate > 0:
@@ -217,6 +231,7 @@ def _track_video(video: Video, settings: Settings, progress: Progress | None,
     del samples
     timings["parameters"] = time.perf_counter() - t0
     fps, times = frame_times(video, settings)
+    auto.units = units_notice(settings, video.frame_shape[1], fps)
     params = DetectionParams.from_settings(settings, video.frame_shape)
     if auto.reference_area_px > 0:  # keep the pixels of blobs that may hold several animals
         params = dataclasses.replace(params, keep_pixels_above_px=min(

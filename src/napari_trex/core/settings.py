@@ -76,10 +76,6 @@ class Settings(BaseModel):
     closing_size: int = _p(3, "Size of the closing kernel", "px", "detection", ge=1)
     dilation_size: int = _p(0, "Dilate the foreground mask by this many pixels (0 = off)", "px",
                             "detection", ge=0)
-    correct_luminance: bool = _p(False, "Correct uneven illumination before thresholding", "",
-                                 "detection")
-    equalize_histogram: bool = _p(False, "Equalise the histogram of each frame before thresholding",
-                                  "", "detection")
     crop_offsets: tuple[float, float, float, float] = _p(
         (0.0, 0.0, 0.0, 0.0), "Fraction of the frame cut away at left, top, right, bottom", "fraction",
         "detection")
@@ -112,8 +108,6 @@ class Settings(BaseModel):
                                               "were lost recently", "", "tracking")
     matching_probability_threshold: float = _p(0.1, "Matches less probable than this are never made",
                                                "probability", "tracking", ge=0, le=1)
-    match_mode: Literal["automatic", "tree", "hungarian", "approximate"] = _p(
-        "automatic", "How competing animals are matched to blobs", "", "tracking")
     track_ignore: list[Polygon] = _p([], "Polygons (x, y px) whose blobs are ignored", "px", "tracking")
     track_include: list[Polygon] = _p([], "If given, only blobs inside these polygons are tracked",
                                       "px", "tracking")
@@ -123,20 +117,8 @@ class Settings(BaseModel):
         "threshold", "How merged animals are split: raise the threshold (then, where that fails, "
         "watershed from the predicted positions), only the watershed (fill), or not at all", "",
         "tracking")
-    blob_split_max_shrink: float = _p(0.2, "Smallest size a split part may shrink to, as a share of "
-                                      "the blob", "fraction", "tracking", gt=0, le=1)
     blob_split_global_shrink_limit: float = _p(0.2, "Smallest share of a blob that splitting may "
                                                "keep in total", "fraction", "tracking", gt=0, le=1)
-    calculate_posture: bool = _p(True, "Find head, tail and midline of each animal", "", "posture")
-    outline_approximate: int = _p(3, "Elliptic Fourier smoothing of outlines (0 = off)", "", "posture",
-                                  ge=0)
-    outline_resample: float = _p(0.5, "Spacing of outline points", "px", "posture", gt=0)
-    outline_curvature_range_ratio: float = _p(0.03, "Neighbourhood for the curvature, as a share of "
-                                              "the outline points", "fraction", "posture", gt=0, le=0.5)
-    midline_resolution: int = _p(25, "Points along the midline", "points", "posture", ge=2)
-    midline_stiff_percentage: float = _p(0.15, "Share of the midline from the head used for the "
-                                         "heading", "fraction", "posture", gt=0, le=1)
-    midline_invert: bool = _p(False, "Swap head and tail", "", "posture")
 
     # -- tracklets (consecutive segments) --------------------------------------------------------
     huge_timestamp_ends_segment: bool = _p(True, "End tracklets where the time between frames is "
@@ -158,18 +140,12 @@ class Settings(BaseModel):
     recognition_normalization: Literal["posture", "moments", "legacy", "none"] = _p(
         "posture", "How crops are aligned: by head and midline (posture), by image moments, along x "
         "(legacy) or not at all", "", "identification")
-    recognition_border: Literal["none", "circle", "outline", "shapes", "grid"] = _p(
-        "none", "Where animals must be to be used for training", "", "identification")
-    recognition_shapes: list[Polygon] = _p([], "Polygons for recognition_border = shapes", "px",
-                                           "identification")
     recognition_segment_add_factor: float = _p(1.5, "A segment is added only if every animal's mean "
                                                "probability exceeds this / N", "", "identification",
                                                gt=0)
     recognition_save_training_images: bool = _p(False, "Save the training images to "
                                                  "<output_dir>/<video>_validation_samples.npz", "",
                                                  "identification", advanced=False)
-    recognition_save_progress_images: bool = _p(False, "Save an image of uniqueness per epoch", "",
-                                                "identification")
     gpu_accepted_uniqueness: float = _p(0.0, "Training stops once uniqueness reaches this; 0 = "
                                         "automatic, max(0.8, (N - 0.5) / N)", "", "identification",
                                         advanced=False, ge=0, le=1)
@@ -181,10 +157,6 @@ class Settings(BaseModel):
                                   gt=0, le=1)
     gpu_max_sample_gb: float = _p(2.0, "Most memory used by training images (counted as float32)",
                                   "GB", "identification", advanced=False, gt=0)
-    gpu_max_cache: float = _p(2.0, "Memory per batch of images sent for prediction", "GB",
-                              "identification", gt=0)
-    gpu_min_elements: int = _p(25000, "Images collected before a prediction batch is sent", "images",
-                               "identification", ge=1)
     gpu_enable_accumulation: bool = _p(True, "Add further global segments after the first training "
                                        "unit", "", "identification")
     gpu_accumulation_enable_final_step: bool = _p(True, "Train once more on all images at the end",
@@ -194,16 +166,11 @@ class Settings(BaseModel):
     gpu_torch_device: Literal["automatic", "cuda", "mps", "cpu"] = _p(
         "automatic", "Where the network runs; automatic = CUDA, then Apple MPS, then CPU", "",
         "identification")
-    auto_train: bool = _p(False, "Headless: train on the best segment and apply the identities", "",
+    auto_train: bool = _p(False, "Headless: identify after tracking, as --identify does", "",
                           "identification")
-    auto_apply: bool = _p(False, "Headless: apply existing weights, then retrack", "",
+    auto_apply: bool = _p(False, "Headless: apply the network saved in the results folder (or "
+                          "--weights) without training", "",
                           "identification")
-    auto_train_dont_apply: bool = _p(False, "Headless: train only", "", "identification")
-    auto_train_on_startup: bool = _p(False, "Headless: a failed training exits non-zero", "",
-                                     "identification")
-    auto_quit: bool = _p(False, "Headless: export and quit when done", "", "output")
-    auto_no_results: bool = _p(False, "With auto_quit: skip the .results file", "", "output")
-    auto_no_tracking_data: bool = _p(False, "With auto_quit: skip per-individual data", "", "output")
 
     # -- manual corrections ----------------------------------------------------------------------
     manual_matches: dict[int, dict[int, int]] = _p(
@@ -268,7 +235,7 @@ class Settings(BaseModel):
             _check_range(*value)
         return value
 
-    @field_validator("track_ignore", "track_include", "recognition_shapes")
+    @field_validator("track_ignore", "track_include")
     @classmethod
     def _polygons(cls, value: list[Polygon]) -> list[Polygon]:
         for polygon in value:
@@ -346,7 +313,8 @@ class Settings(BaseModel):
                 data = tomllib.loads(p.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise SettingsError(f"{p.name} is not valid TOML: {exc}") from None
-            return cls.from_mapping(data)
+            # files of earlier versions may name parameters that are gone: they did nothing
+            return cls.from_mapping({k: v for k, v in data.items() if k not in NOT_IMPLEMENTED})
         settings, _ = import_trex_settings(p, strict=strict)
         return settings
 
@@ -389,6 +357,28 @@ def parameter_info(name: str) -> dict[str, Any]:
             "advanced": extra.get("advanced", True)}
 
 
+# TRex parameters napari-trex does not implement: a TRex .settings file naming them still
+# imports (with a notice), an older napari-trex TOML file still loads, `--set` says why not.
+NOT_IMPLEMENTED: dict[str, str] = {
+    **dict.fromkeys(("calculate_posture", "outline_approximate", "outline_resample",
+                     "outline_curvature_range_ratio", "midline_resolution",
+                     "midline_stiff_percentage", "midline_invert"),
+                    "no posture (outline, midline) is computed; crops are aligned by image moments"),
+    "correct_luminance": "the background subtraction already removes uneven light",
+    "equalize_histogram": "thresholding works on the difference to the background",
+    "match_mode": "animals are always matched to blobs optimally (Hungarian)",
+    "blob_split_max_shrink": "splitting is limited by blob_split_global_shrink_limit",
+    "recognition_border": "every tracked animal is used for identification",
+    "recognition_shapes": "every tracked animal is used for identification",
+    "recognition_save_progress_images": "the uniqueness of every epoch is in identification.json",
+    "gpu_max_cache": "prediction batches are sized by gpu_max_sample_gb",
+    "gpu_min_elements": "prediction batches are sized by gpu_max_sample_gb",
+    **dict.fromkeys(("auto_train_dont_apply", "auto_train_on_startup", "auto_quit",
+                     "auto_no_results", "auto_no_tracking_data"),
+                    "the command line always saves the results and exits with a status"),
+}
+
+
 def canonical_name(name: str) -> str:
     """The v1 name for a v1 or v2 name; :class:`SettingsError` with a suggestion otherwise."""
     key = name.strip()
@@ -396,6 +386,9 @@ def canonical_name(name: str) -> str:
         return key
     if key in V2_ALIASES:
         return V2_ALIASES[key]
+    if key in NOT_IMPLEMENTED:
+        raise SettingsError(f"'{key}' is a TRex parameter napari-trex does not implement "
+                            f"({NOT_IMPLEMENTED[key]})")
     known = list(Settings.model_fields) + list(V2_ALIASES)
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else "; see `napari-trex params` for all names"
@@ -523,12 +516,15 @@ def import_trex_settings(source: str | os.PathLike, strict: bool = True,
     unknown: list[str] = []
     problems: list[str] = []
     for name, value in raw.items():
+        if name.strip() in NOT_IMPLEMENTED:
+            unknown.append(name.strip())  # skipped with a notice, never an error
+            continue
         try:
             known[canonical_name(name)] = value
         except SettingsError as exc:
             unknown.append(name)
             problems.append(str(exc))
-    if unknown and strict:
+    if problems and strict:
         raise SettingsError(f"{Path(source).name}: " + "; ".join(problems)
                             + " (use --ignore-unknown to skip unknown names)")
     return Settings.from_mapping(known, base=base), unknown

@@ -273,6 +273,12 @@ def run_workflow(video: str | os.PathLike | Video, folder: str | os.PathLike,
 
     say = say or (lambda _message: None)
     settings = settings or Settings()
+    identify = identify or settings.auto_train or settings.auto_apply  # TRex's headless switches
+    if settings.auto_apply and not weights:  # the network already in the folder
+        weights, apply_only = Path(folder) / WEIGHTS_FILE, True
+        if not weights.is_file():
+            raise NapariTrexError(f"auto_apply needs a trained network: {weights} does not exist "
+                                  "(train first, or give --weights)")
     if (weights or apply_only) and not identify:
         raise NapariTrexError("--weights and --apply-only go with --identify")
     if apply_only and not weights:

@@ -97,6 +97,8 @@ def identify_events(
     settings = settings or run.settings
     started = time.perf_counter()
     n = run.n_individuals
+    if not settings.recognition_enable:
+        raise NapariTrexError("visual identification is switched off (recognition_enable = false)")
     if n < 2:
         raise NapariTrexError("visual identification needs at least 2 animals "
                               "(track_max_individuals)")

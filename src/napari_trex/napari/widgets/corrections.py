@@ -20,7 +20,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 
 from ...core.errors import NapariTrexError
 from .. import keybindings
-from ..session import POINTS_LAYER, TRACKS_LAYER, session_for
+from ..session import session_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
