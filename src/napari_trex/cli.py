@@ -390,21 +390,22 @@ def _view(args: argparse.Namespace) -> int:  # pragma: no cover - needs a displa
     viewer = napari.Viewer(title="napari-trex")
     for data, meta, layer_type in layers:
         getattr(viewer, f"add_{layer_type}")(data, **meta)
+    _, workspace = viewer.window.add_plugin_dock_widget("napari-trex", "napari-trex")
+    tracking = workspace.panels["Track"]
     if results:
-        viewer.window.add_plugin_dock_widget("napari-trex", "Corrections")
-    _, tracking = viewer.window.add_plugin_dock_widget("napari-trex", "Tracking")
+        workspace.show_tab("Correct")
     if not args.video:  # the sample's animals: ready to press Track
         tracking.form.field("track_max_individuals").value = 4
         tracking.form.field("track_max_speed").value = 30.0
-    from .napari.widgets.timeline import TimelineWidget
-
-    viewer.window.add_dock_widget(TimelineWidget(viewer), name="Timeline", area="bottom")
+    viewer.dims.set_current_step(0, 0)  # a recording starts at its first frame
     if args.screenshot:
         from qtpy.QtWidgets import QApplication
         from skimage.io import imsave
 
-        viewer.window.resize(1400, 900)
+        viewer.window.resize(1366, 768)  # a laptop screen
         viewer.dims.set_current_step(0, min(100, viewer.dims.nsteps[0] - 1))
+        QApplication.processEvents()
+        viewer.reset_view()
         QApplication.processEvents()  # lay out the dock widgets before grabbing the window
         imsave(args.screenshot, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
         viewer.close()

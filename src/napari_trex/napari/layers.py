@@ -30,6 +30,7 @@ def video_layer_data(video: Video, chunk_mb: float = 16.0) -> LayerData:
         "name": Path(video.path).stem if Path(video.path).suffix else Path(video.path).name,
         "rgb": bool(video.color),
         "contrast_limits": limits,
+        "axis_labels": ("frame", "y", "x"),  # the slider says "frame", not "-3"
         "metadata": {
             "napari_trex": "video",
             "path": os.fspath(video.path),
@@ -182,6 +183,18 @@ def tracks_layer_data(run: Any, identities: Any = None, name: str = "tracks", ed
 EDITED_SYMBOL = "diamond"
 
 
+SELECTION_SCALE = 1.5  # the selection ring around a marker
+LABEL_OFFSET = 0.6 * SELECTION_SCALE  # label beyond the ring, diagonally (> ring radius 0.75)
+
+
+def marker_size(areas: np.ndarray) -> float:
+    """Marker diameter (px) for animals of these blob areas: the circle of the median area,
+    a quarter larger so the ring surrounds an elongated body instead of covering it."""
+    if not len(areas):
+        return 10.0
+    return float(max(6.0, 1.25 * 2 * np.sqrt(np.median(areas) / np.pi)))
+
+
 def points_layer_data(run: Any, identities: Any = None, name: str = "animals", edited: Any = None,
                       metadata: dict[str, Any] | None = None) -> LayerData:
     """A Points layer of every animal in every frame (napari shows the current frame's),
@@ -195,8 +208,7 @@ def points_layer_data(run: Any, identities: Any = None, name: str = "animals", e
     n = run.n_individuals
     colours = identity_rgba(np.where(identity >= 0, identity, -1), n)
     label = np.where(identity >= 0, identity.astype(str), "?").astype(object)
-    # about the animal's width: the marker sits on the animal without hiding it
-    size = float(np.clip(1.1 * np.sqrt(np.median(table["area"])) if len(table["area"]) else 10.0, 5, 40))
+    size = marker_size(table["area"])
     data = np.column_stack([table["frame"], table["y"], table["x"]]).astype(float)
     features = {
         "identity": identity,
@@ -211,13 +223,14 @@ def points_layer_data(run: Any, identities: Any = None, name: str = "animals", e
     meta = {
         "name": name,
         "features": features,
-        "face_color": colours * [1, 1, 1, 0.45],
+        "face_color": colours * [1, 1, 1, 0.15],  # the animal stays visible under its marker
         "border_color": colours,
-        "border_width": 0.2,
+        "border_width": 0.12,
         "symbol": symbol.astype(object),
         "size": size,
-        "text": {"string": "{label}", "color": {"feature": "text_colour"}, "size": 11,
-                 "anchor": "upper_left", "translation": [0, -size / 2, size / 2]},
+        # the number sits outside the marker and outside the selection ring
+        "text": {"string": "{label}", "color": {"feature": "text_colour"}, "size": 12,
+                 "anchor": "lower_left", "translation": [0, -LABEL_OFFSET * size, LABEL_OFFSET * size]},
         "metadata": metadata or results_metadata(run, "animals"),
     }
     return data, meta, "points"

@@ -68,10 +68,37 @@ def read_video(path: str | os.PathLike | list, color: bool = False) -> list[Any]
         path = path[0]
     try:
         video = open_video(path, color=color)
-        return [video_layer_data(video)]
+        layer = video_layer_data(video)
+        _open_at_first_frame(layer[1]["metadata"]["path"])
+        return [layer]
     except NapariTrexError as exc:
         _notify_error(str(exc))
         return NULL_LAYER
+
+
+def _open_at_first_frame(path: str) -> None:
+    """napari shows the middle frame of the first layer it gets; a recording starts at frame 0.
+    Once the layer is in (after this reader returns), move the slider there."""
+    try:
+        from qtpy.QtCore import QTimer
+        from qtpy.QtWidgets import QApplication
+    except ImportError:  # pragma: no cover - no Qt: no viewer either
+        return
+    if QApplication.instance() is None:
+        return
+
+    def first_frame() -> None:
+        import napari
+
+        viewer = napari.current_viewer()
+        if viewer is None:
+            return
+        ours = [layer for layer in viewer.layers
+                if (layer.metadata or {}).get("path") == path and layer.ndim >= 3]
+        if ours and len(viewer.layers) == len(ours):  # only on a fresh viewer
+            viewer.dims.set_current_step(0, 0)
+
+    QTimer.singleShot(0, first_frame)
 
 
 def read_tracks_file(path: str | os.PathLike | list) -> list[Any]:

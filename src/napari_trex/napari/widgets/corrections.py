@@ -20,6 +20,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 
 from ...core.errors import NapariTrexError
 from .. import keybindings
+from ..layers import SELECTION_SCALE, marker_size
 from ..session import session_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +53,7 @@ class CorrectionsWidget(Container):
         self._review_position = -1
         self.click_select = CheckBox(value=True, text="click an animal to select it", name="click_select")
         self.info = Label(value="", name="info")
+        self.info.native.setWordWrap(True)  # long messages wrap, never clipped
         self.info.native.setWordWrap(True)
         self.identity = ComboBox(label="identity", name="identity", choices=self._identity_choices)
         self.assign_button = PushButton(text="Assign", name="assign")
@@ -205,7 +207,7 @@ class CorrectionsWidget(Container):
         mine = (c.result.tracklet_of[frames, slot] == tid) & (rows >= 0)
         det = c.result.detections
         data = np.column_stack([frames[mine], det["y"][rows[mine]], det["x"][rows[mine]]])
-        size = float(np.clip(2.2 * np.sqrt(np.median(det["area"])), 10, 80)) if len(det["area"]) else 20.0
+        size = SELECTION_SCALE * marker_size(det["area"])
         if SELECTION_LAYER in self.viewer.layers:
             self.viewer.layers[SELECTION_LAYER].data = data
         else:

@@ -121,6 +121,7 @@ class IdentificationWidget(JobPanel, Container):
                                          tooltip="Discard the current identities, then train anew")
         self.cancel_button = PushButton(text="Cancel", name="cancel", enabled=False)
         self.status = Label(value="", name="status")
+        self.status.native.setWordWrap(True)  # long messages wrap, never clipped
         self.status.native.setWordWrap(True)
         self.plot = UniquenessPlot()
         buttons = Container(widgets=[self.start_button, self.continue_button, self.apply_button,

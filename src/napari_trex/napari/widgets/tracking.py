@@ -67,6 +67,7 @@ class TrackingWidget(JobPanel, Container):
         self.track_button = PushButton(text="Track", name="track")
         self.cancel_button = PushButton(text="Cancel", name="cancel", enabled=False)
         self.status = Label(value="", name="status")
+        self.status.native.setWordWrap(True)  # long messages wrap, never clipped
         self.extend([self.video_layer, self.form, self.preview,
                      Container(widgets=[self.track_button, self.cancel_button], layout="horizontal",
                                labels=False), self.status])

@@ -1,0 +1,70 @@
+"""One napari-trex dock with tabs and the Timeline along the bottom, usable on a laptop."""
+
+from __future__ import annotations
+
+import pytest
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QApplication, QDockWidget
+
+from napari_trex.core.datasets import generate
+from napari_trex.napari.widgets.workspace import TIMELINE_DOCK
+
+PLUGIN = "napari-trex"
+LAPTOP = (1366, 768)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    path, _ = generate(n_individuals=2, n_frames=60, size=256, seed=1).write(
+        tmp_path_factory.mktemp("ws") / "pair.mp4")
+    return path
+
+
+def _settle(qtbot):
+    for _ in range(3):
+        QApplication.processEvents()
+        qtbot.wait(20)
+
+
+def test_the_workspace_fits_a_laptop_screen_and_shows_the_whole_frame(make_napari_viewer, qtbot,
+                                                                      recording):
+    viewer = make_napari_viewer()
+    viewer.open(str(recording), plugin=PLUGIN)
+    window = viewer.window._qt_window
+    window.resize(*LAPTOP)
+    _, workspace = viewer.window.add_plugin_dock_widget(PLUGIN, "napari-trex")
+    _settle(qtbot)
+    assert [workspace.tabs.tabText(i) for i in range(workspace.tabs.count())] == \
+        ["Track", "Identify", "Correct", "Dataset"]
+    hint = window.minimumSizeHint()
+    assert hint.width() <= LAPTOP[0] and hint.height() <= LAPTOP[1]
+    for dock in window.findChildren(QDockWidget):
+        assert dock.minimumSizeHint().height() <= LAPTOP[1], dock.windowTitle()
+    for i in range(workspace.tabs.count()):  # every panel, even the tallest, scrolls inside
+        assert workspace.tabs.widget(i).minimumSizeHint().height() <= LAPTOP[1]
+    timeline = [d for d in window.findChildren(QDockWidget) if d.windowTitle() == TIMELINE_DOCK]
+    assert timeline and window.dockWidgetArea(timeline[0]) == Qt.DockWidgetArea.BottomDockWidgetArea
+    height, width = viewer.window._qt_viewer.canvas.size
+    zoom = viewer.scene.camera.zoom
+    assert 256 * zoom <= min(height, width) + 1  # the whole frame is in view ...
+    assert 256 * zoom >= 0.8 * min(height, width)  # ... and fills the canvas
+
+
+def test_a_video_opens_at_its_first_frame_on_an_axis_called_frame(make_napari_viewer, qtbot, recording):
+    viewer = make_napari_viewer()
+    viewer.open(str(recording), plugin=PLUGIN)
+    _settle(qtbot)
+    assert viewer.dims.axis_labels[0] == "frame"
+    assert viewer.dims.current_step[0] == 0
+
+
+def test_markers_fit_the_animals_and_labels_sit_outside_the_selection_ring():
+    import numpy as np
+
+    from napari_trex.napari.layers import LABEL_OFFSET, SELECTION_SCALE, marker_size
+
+    small, big = marker_size(np.full(10, 118.0)), marker_size(np.full(10, 2846.0))
+    assert 12 < small < 20  # a 118 px fish: a ring just around it, not a 40 px disc
+    assert 70 < big < 90  # a 2846 px fly: no cap that would leave it under a small dot
+    ring_radius = SELECTION_SCALE * small / 2
+    assert np.hypot(LABEL_OFFSET * small, LABEL_OFFSET * small) > ring_radius
