@@ -2,8 +2,9 @@
 
     xvfb-run -a .venv/bin/python docs/make_screenshots.py [--out docs/screenshots]
 
-Drives the panels as a user would (set parameters, preview, Track, identify with a small
-training budget) and grabs the whole window after each step. Needs a display: Xvfb here.
+Drives the napari-trex dock as a user would (set parameters, preview, Track, identify with a
+small training budget, correct) and grabs the whole window after each step, at 1366x768 (a
+laptop screen). Needs a display: Xvfb here.
 """
 
 from __future__ import annotations
@@ -40,18 +41,20 @@ def main() -> int:
         settle()
 
     def shot(name: str) -> None:
-        viewer.window.resize(1700, 980)
+        viewer.window.resize(1366, 768)  # a laptop screen: everything must fit there
         settle()
         path = out / name
         imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
         print(f"wrote {path}")
 
     viewer = napari.Viewer(title="napari-trex")
-    viewer.window.resize(1500, 950)
+    viewer.window.resize(1366, 768)
     viewer.open_sample("napari-trex", "synthetic_animals")
     viewer.layers["ground truth"].visible = False
+    _, workspace = viewer.window.add_plugin_dock_widget("napari-trex", "napari-trex")
+    settle()
     viewer.dims.set_current_step(0, args.frame)
-    tracking_dock, tracking = viewer.window.add_plugin_dock_widget("napari-trex", "Tracking")
+    tracking = workspace.show_tab("Track")
     tracking.form.field("track_max_individuals").value = 4
     tracking.form.field("track_max_speed").value = 30.0
     tracking.preview.value = True
@@ -59,28 +62,20 @@ def main() -> int:
 
     tracking.preview.value = False
     wait(tracking.start_tracking())
-    from napari_trex.napari.widgets.timeline import TimelineWidget
-
-    timeline = TimelineWidget(viewer)
-    viewer.window.add_dock_widget(timeline, name="Timeline", area="bottom")
-    viewer.camera.zoom = 1.6
     shot("tracking.png")
 
-    viewer.window.remove_dock_widget(tracking_dock)
-    ident_dock, ident = viewer.window.add_plugin_dock_widget("napari-trex", "Visual identification")
+    ident = workspace.show_tab("Identify")
     ident.form.field("recognition_image_size").value = "[48, 48]"
     ident.form.field("gpu_max_epochs").value = 10
     wait(ident.start("start"))
     shot("identification.png")
 
-    viewer.window.remove_dock_widget(ident_dock)
-    dataset_dock, _ = viewer.window.add_plugin_dock_widget("napari-trex", "Dataset")
+    workspace.show_tab("Dataset")
     viewer.dims.set_current_step(0, args.frame)
     shot("dataset.png")
 
     # corrections: select the animal with the least confident tracklet here, give it another id
-    viewer.window.remove_dock_widget(dataset_dock)
-    _, corrections = viewer.window.add_plugin_dock_widget("napari-trex", "Corrections")
+    corrections = workspace.show_tab("Correct")
     from napari_trex.napari.session import session_for
 
     session = session_for(viewer)
@@ -91,8 +86,8 @@ def main() -> int:
     row = session.run.result.assignment[frame, slot]
     det = session.run.result.detections
     corrections.select_at(det["x"][row], det["y"][row])
-    viewer.camera.center = (det["y"][row], det["x"][row])
-    viewer.camera.zoom = 2.5
+    viewer.scene.camera.center = (det["y"][row], det["x"][row])
+    viewer.scene.camera.zoom = 2.5
     shot("corrections_select.png")
     current = int(session.identities.identity[tid])
     corrections.assign((current + 1) % session.run.n_individuals if current >= 0 else 0)

@@ -365,3 +365,10 @@ def test_auto_apply_uses_the_network_in_the_folder_without_training(tracked, vid
     (tracked / "identification_weights.pt").unlink()
     assert main(["track", str(video), "-o", str(tracked), *COMMON, "--set", "auto_apply=true"]) == 1
     assert "auto_apply needs a trained network" in capsys.readouterr().err
+
+
+def test_exported_files_say_whether_their_cm_are_assumed(tracked):
+    assert main(["export", str(tracked)]) == 0
+    with np.load(next((tracked / "data").glob("*_id0.npz"))) as z:
+        assert bool(z["cm_per_pixel_assumed"]) and float(z["meta_real_width"]) == 30.0
+        assert float(z["cm_per_pixel"]) == pytest.approx(30.0 / 256)

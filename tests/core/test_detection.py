@@ -168,3 +168,21 @@ def test_detection_workers_started_early_serve_a_stopped_stream_and_the_next_one
         with streamed_detection(video, background, params, chunk_frames=20, pool=pool) as stream:
             again = stream.joined()
     assert np.array_equal(again["x"], expected["x"]) and np.array_equal(again["frame"], expected["frame"])
+
+
+def test_the_preview_tells_animals_fragments_and_specks_apart():
+    from napari_trex.core.detection import blob_census, preview_labels
+
+    frame = np.zeros((80, 80), np.uint8)
+    yy, xx = np.mgrid[:80, :80]
+    for cy, cx in ((20, 20), (55, 50)):  # two animals of ~200 px
+        frame[((yy - cy) / 6) ** 2 + ((xx - cx) / 11) ** 2 <= 1] = 200
+    frame[40:43, 5:13] = 200  # a leg that came off at the threshold: 24 px
+    for y, x in ((2, 70), (10, 60), (70, 5), (75, 75), (30, 70)):
+        frame[y, x] = 200  # sensor specks
+    params = DetectionParams(threshold=15, size_ranges_px=((100.0, 400.0),), prefilter_px=(3.0, np.inf))
+    labels, counts = preview_labels(frame, np.zeros_like(frame), params)
+    assert counts == {"animal-sized": 2, "fragments": 1, "specks": 5, "too large": 0}
+    assert set(np.unique(labels)) == {0, 1, 3, 4}
+    areas, = blob_census(frame[None], np.zeros_like(frame), params)
+    assert sorted(areas.tolist())[:5] == [1.0] * 5 and len(areas) == 8

@@ -187,8 +187,37 @@ def test_export_save_config_and_calibration(panel, tmp_path):
     widget.draw_calibration_line()
     viewer.layers["calibration"].add_lines(np.array([[0, 0], [0, 200]]))
     widget.length_cm.value = 10.0
+    asked = []
+    widget.confirm = lambda question: asked.append(question) or False
     assert widget.calibrate() == pytest.approx(0.05)
     assert session_for(viewer).settings.cm_per_pixel == pytest.approx(0.05)
+    assert asked and "keep their size in pixels" in asked[0]
+
+
+def test_calibrating_offers_to_keep_sizes_and_speed_in_pixels(panel):
+    viewer, widget = panel
+    session = session_for(viewer)
+    width = session.run.video_info.width
+    _, tracking = viewer.window.add_plugin_dock_widget(PLUGIN, "Tracking")
+    tracking.form.field("track_max_speed").value = 30.0  # what the user set: the session's now
+    tracking.pixel_units.value = True  # shown in px until calibrated
+    shown_speed = tracking.form.field("track_max_speed").value
+    before = session.settings
+    assert before.track_max_speed == pytest.approx(30.0)
+    old_cm = before.pixel_size_cm(width)  # 30 cm / width: assumed
+    widget.draw_calibration_line()
+    viewer.layers["calibration"].add_lines(np.array([[0, 0], [0, 200]]))
+    widget.length_cm.value = 10.0
+    widget.confirm = lambda question: True
+    new_cm = widget.calibrate()
+    ratio = new_cm / old_cm
+    after = session.settings
+    assert after.track_max_speed == pytest.approx(before.track_max_speed * ratio)
+    lo, hi = after.blob_size_ranges[0]
+    assert lo == pytest.approx(before.blob_size_ranges[0][0] * ratio ** 2)
+    # the Track tab still shows the same pixels, now resting on the calibration
+    assert tracking.form.field("track_max_speed").value == pytest.approx(shown_speed, rel=1e-3)
+    assert "calibrated" in tracking.units.value
 
 
 def test_edits_without_a_selection_are_a_notification(make_napari_viewer, monkeypatch):

@@ -177,3 +177,26 @@ def test_identification_without_a_global_segment_is_a_notification(tracking_pane
     assert errors and "no global segment" in errors[0]
     assert session.identities is None  # nothing changed
     assert ident.start_button.enabled
+
+
+def test_preview_counts_kinds_apart_draws_the_census_and_hides_no_floor(tracking_panel):
+    viewer, panel = tracking_panel
+    panel.form.field("threshold").value = 9
+    panel.form.field("track_threshold").value = 15  # in the form, not hidden
+    panel.preview.value = True
+    status = panel.status.value
+    assert "animal-sized" in status and "fragments" in status and "specks" in status
+    assert "track_threshold 15 is above threshold 9" in status
+    census = panel.census.census
+    assert not panel.census.isHidden() and census.counts.sum() > 0 and len(census.in_range) > 0
+    assert census.ranges and census.expected == 3
+    panel.form.field("track_threshold").value = 5
+    assert "track_threshold" not in panel.status.value and "threshold 9" in panel.status.value
+
+
+def test_the_panel_says_what_lengths_rest_on_until_calibrated(tracking_panel):
+    viewer, panel = tracking_panel
+    panel.update_preview()
+    assert "cm_per_pixel is 0" in panel.units.value and "px per frame" in panel.units.value
+    panel.form.field("cm_per_pixel").value = 0.05
+    assert "calibrated" in panel.units.value

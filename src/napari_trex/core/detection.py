@@ -476,24 +476,53 @@ class _Lines:
         return out
 
 
-PREVIEW_ANIMAL, PREVIEW_OUT_OF_RANGE = 1, 2
+PREVIEW_ANIMAL, PREVIEW_OUT_OF_RANGE, PREVIEW_FRAGMENT, PREVIEW_SPECK = 1, 2, 3, 4
+BLOB_KINDS = {PREVIEW_ANIMAL: "animal-sized", PREVIEW_FRAGMENT: "fragments",
+              PREVIEW_SPECK: "specks", PREVIEW_OUT_OF_RANGE: "too large"}
 
 
-def preview_labels(frame: np.ndarray, background: np.ndarray, params: DetectionParams) -> np.ndarray:
-    """What the threshold sees in one frame, for tuning before tracking: every foreground blob
-    labelled :data:`PREVIEW_ANIMAL` when its area is inside ``blob_size_ranges`` (tracking
-    will use it) or :data:`PREVIEW_OUT_OF_RANGE` when it is too small or too large."""
-    _, labels, n = _label_foreground(frame, background, params)
-    out = np.zeros(labels.shape, np.uint8)
-    if n == 0:
-        return out
-    area = np.bincount(labels.ravel(), minlength=n + 1).astype(float)
-    inside = np.zeros(n + 1, bool)
+def blob_kind(area: np.ndarray, params: DetectionParams) -> np.ndarray:
+    """What tracking makes of blobs of these areas (px): :data:`PREVIEW_SPECK` (smaller than the
+    prefilter: dropped at detection), :data:`PREVIEW_FRAGMENT` (detected, but smaller than
+    ``blob_size_ranges``: a leg, a wing, part of an animal), :data:`PREVIEW_ANIMAL` (inside
+    a range: tracked) or :data:`PREVIEW_OUT_OF_RANGE` (larger: several animals, or not one)."""
+    area = np.asarray(area, float)
+    inside = np.zeros(len(area), bool)
     for lo, hi in params.size_ranges_px:
         inside |= (area >= lo) & (area <= hi)
-    kind = np.where(inside, PREVIEW_ANIMAL, PREVIEW_OUT_OF_RANGE).astype(np.uint8)
-    kind[0] = 0
-    return kind[labels]
+    kind = np.where(area > params.max_area_px, PREVIEW_OUT_OF_RANGE, PREVIEW_FRAGMENT)
+    kind = np.where(area < params.prefilter_px[0], PREVIEW_SPECK, kind)
+    return np.where(inside, PREVIEW_ANIMAL, kind).astype(np.uint8)
+
+
+def preview_labels(frame: np.ndarray, background: np.ndarray, params: DetectionParams
+                   ) -> tuple[np.ndarray, dict[str, int]]:
+    """What the threshold sees in one frame, for tuning before tracking: every foreground blob
+    labelled by :func:`blob_kind`, and how many blobs of each kind there are."""
+    _, labels, n = _label_foreground(frame, background, params)
+    out = np.zeros(labels.shape, np.uint8)
+    counts = dict.fromkeys(BLOB_KINDS.values(), 0)
+    if n == 0:
+        return out, counts
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    kind = blob_kind(area, params)
+    for value, name in BLOB_KINDS.items():
+        counts[name] = int((kind == value).sum())
+    return np.concatenate([[0], kind]).astype(np.uint8)[labels], counts
+
+
+def blob_census(samples: np.ndarray, background: np.ndarray, params: DetectionParams
+                ) -> list[np.ndarray]:
+    """The area (px) of every foreground blob of each sampled frame, specks included: what the
+    preview's histogram and blobs-per-frame strip show."""
+    bg = np.clip(np.rint(background), 0, 255).astype(np.uint8)
+    areas = []
+    for frame in samples:
+        _, mask = _foreground(frame, bg, params)
+        lines = _Lines(mask)
+        areas.append(np.bincount(lines.blob, lines.x1 - lines.x0 + 1, lines.n).astype(float)
+                     if lines.n else np.empty(0))
+    return areas
 
 
 def detect_frame(frame: np.ndarray, background: np.ndarray, params: DetectionParams,

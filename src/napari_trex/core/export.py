@@ -5,7 +5,8 @@ from the individual's first to its last frame: ``frame``, ``time`` (s), ``X``, `
 top-left, px · ``cm_per_pixel``), ``ANGLE`` (rad from +x, the heading), ``VX``, ``VY``,
 ``SPEED`` (cm/s, from the previous frame), ``missing`` (1 where the animal was not seen; its
 values are ``inf`` as in TRex), ``tracklet_id`` (-1 where missing), ``identity_confidence``
-and ``edited``; NPZ files add ``frame_segments`` (K×2 first/last frame of each tracklet).
+and ``edited``; NPZ files add ``frame_segments`` (K×2 first/last frame of each tracklet) and
+what the cm rest on (``cm_per_pixel``, ``cm_per_pixel_assumed``, ``meta_real_width``).
 CSV headers carry units (``X (cm)``). Plus one combined ``<video>_trajectories.csv`` and,
 when asked, the validation samples npz. Tracklets the user removed (not animals) are left out.
 """
@@ -151,12 +152,19 @@ def _write_export(run: Any, data: Path, identities: Any, edited: np.ndarray | No
                   formats: tuple[str, ...], validation_samples: str | os.PathLike | None) -> list[str]:
     video = Path(run.video_info.path).stem
     tables = individual_tables(run, identities, edited)
+    # what the cm rest on: calibrated, or TRex's assumption that the frame is meta_real_width wide
+    units = {"cm_per_pixel": np.float64(run.settings.pixel_size_cm(run.video_info.width)),
+             "cm_per_pixel_assumed": np.bool_(run.settings.cm_per_pixel == 0),
+             "meta_real_width": np.float64(run.settings.meta_real_width)}
     written = []
     combined: list[dict[str, np.ndarray]] = []
     for k, table in tables.items():
         for fmt in formats:
             path = data / f"{video}_id{k}.{fmt}"
-            (_npz if fmt == "npz" else _csv)(path, table)
+            if fmt == "npz":
+                _npz(path, {**table, **units})
+            else:
+                _csv(path, table)
             written.append(path.name)
         seen = table["missing"] == 0
         combined.append({"identity": np.full(int(seen.sum()), k),

@@ -22,6 +22,7 @@ from ...core.errors import NapariTrexError
 from .. import keybindings
 from ..layers import SELECTION_SCALE, marker_size
 from ..session import session_for
+from .form import wrapping
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -52,9 +53,7 @@ class CorrectionsWidget(Container):
         self.selected: int | None = None
         self._review_position = -1
         self.click_select = CheckBox(value=True, text="click an animal to select it", name="click_select")
-        self.info = Label(value="", name="info")
-        self.info.native.setWordWrap(True)  # long messages wrap, never clipped
-        self.info.native.setWordWrap(True)
+        self.info = wrapping(Label(value="", name="info"))
         self.identity = ComboBox(label="identity", name="identity", choices=self._identity_choices)
         self.assign_button = PushButton(text="Assign", name="assign")
         self.split_button = PushButton(text="Split here", name="split")
@@ -73,7 +72,7 @@ class CorrectionsWidget(Container):
                                       name="length_cm")
         self.draw_button = PushButton(text="Draw calibration line", name="draw_line")
         self.calibrate_button = PushButton(text="Set cm_per_pixel", name="calibrate")
-        self.keys = Label(value=keybindings.describe(), name="keys")
+        self.keys = wrapping(Label(value=keybindings.describe(), name="keys"))
 
         def row(*widgets: Any) -> Container:
             return Container(widgets=list(widgets), layout="horizontal", labels=False)
@@ -362,9 +361,37 @@ class CorrectionsWidget(Container):
         except NapariTrexError as exc:
             _notify_error(str(exc))
             return None
-        self.session.settings = self.session.settings.updated(cm_per_pixel=value)
-        if self.session.run is not None:
+        settings = self.session.settings
+        width = self._video_width()
+        old = settings.pixel_size_cm(width) if width else 0.0
+        changes: dict[str, Any] = {"cm_per_pixel": value}
+        rescaled = ""
+        if old > 0 and abs(value / old - 1) > 1e-6 and self.confirm(
+                f"cm_per_pixel is now {value:.5g} (it was {old:.5g}"
+                f"{' assumed' if settings.cm_per_pixel == 0 else ''}). Rescale blob_size_ranges "
+                "and track_max_speed so that they keep their size in pixels? (TRex does)"):
+            ratio = value / old
+            changes["blob_size_ranges"] = [(lo * ratio ** 2, hi * ratio ** 2)
+                                           for lo, hi in settings.blob_size_ranges]
+            changes["track_max_speed"] = settings.track_max_speed * ratio
+            rescaled = "; blob_size_ranges and track_max_speed rescaled to keep their pixel sizes"
+        self.session.settings = settings.updated(**changes)
+        if self.session.run is not None:  # what the exports use (the run's tracking is done)
             self.session.run.settings = self.session.run.settings.updated(cm_per_pixel=value)
         self.session.changed.emit()
-        _notify(f"cm_per_pixel = {value:.5g} (used by the next tracking run and the exports)")
+        _notify(f"cm_per_pixel = {value:.5g} (used by the next tracking run and the exports)"
+                + rescaled)
         return value
+
+    def _video_width(self) -> int:
+        if self.session.run is not None:
+            return int(self.session.run.video_info.width)
+        if self.session.video is not None:
+            return int(self.session.video.frame_shape[1])
+        return 0
+
+    def confirm(self, question: str) -> bool:  # pragma: no cover - a dialog; tests replace it
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(self.native, "napari-trex", question)
+        return answer == QMessageBox.StandardButton.Yes

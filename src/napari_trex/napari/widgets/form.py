@@ -83,6 +83,7 @@ class ParameterForm(Container):
 
     def __init__(self, main: list[str], advanced: list[str], settings: Settings) -> None:
         super().__init__(labels=True)
+        self.display_scale = {}
         self.main = Container(widgets=[parameter_widget(n, getattr(settings, n)) for n in main],
                               labels=True)
         self.advanced = Container(widgets=[parameter_widget(n, getattr(settings, n))
@@ -97,12 +98,29 @@ class ParameterForm(Container):
     def fields(self) -> list[Any]:
         return list(self.main) + list(self.advanced)
 
+    display_scale: dict[str, float] = {}  # name -> factor: shown value x factor = setting's value
+
+    def set_display_units(self, scales: dict[str, float], units: dict[str, str]) -> None:
+        """Show some fields in other units (e.g. px instead of cm until calibrated): ``scales``
+        turns a shown value into the setting's value, ``units`` names the unit shown."""
+        values = {name: read_value(self.field(name)) for name in set(scales) | set(self.display_scale)}
+        true = {name: _scaled(v, self.display_scale.get(name, 1.0)) for name, v in values.items()}
+        self.display_scale = dict(scales)
+        for name, value in true.items():
+            widget = self.field(name)
+            shown = _scaled(value, 1.0 / self.display_scale.get(name, 1.0))
+            if isinstance(widget, FloatSpinBox):
+                widget.step = _step(float(shown))
+            write_value(widget, shown)
+            widget.label = f"{name} [{units[name]}]" if name in units else name
+
     def field(self, name: str) -> Any:
         return next(w for w in self.fields() if w.name == name)
 
     def values(self) -> dict[str, Any]:
         """``{name: value}`` of every field (raises SettingsError naming a bad text field)."""
-        return {w.name: read_value(w) for w in self.fields()}
+        return {w.name: _scaled(read_value(w), self.display_scale.get(w.name, 1.0))
+                for w in self.fields()}
 
     def settings(self, base: Settings) -> Settings:
         """``base`` with this form's values (validated: SettingsError names the parameter)."""
@@ -111,4 +129,25 @@ class ParameterForm(Container):
     def display(self, settings: Settings) -> None:
         """Show the values of ``settings`` in the fields."""
         for w in self.fields():
-            write_value(w, getattr(settings, w.name))
+            write_value(w, _scaled(getattr(settings, w.name), 1.0 / self.display_scale.get(w.name, 1.0)))
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    """``value`` (a number, or nested lists of numbers) times ``factor``."""
+    if factor == 1.0 or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value) * factor
+    if isinstance(value, list | tuple):
+        return [_scaled(v, factor) for v in value]
+    return value
+
+
+def wrapping(label: Any) -> Any:
+    """A magicgui Label whose long text wraps at the panel's width instead of widening the
+    panel (or being clipped): it never sets the dock's minimum width."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    return label

@@ -22,7 +22,7 @@ from ...core.errors import NapariTrexError
 from ...core.settings import parameter_info, parameter_names
 from ..session import session_for
 from ..workers import Job, JobPanel
-from .form import ParameterForm
+from .form import ParameterForm, wrapping
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -107,8 +107,7 @@ class IdentificationWidget(JobPanel, Container):
         self.session = session_for(viewer)
         advanced = [n for n in parameter_names() if parameter_info(n)["section"] == "identification"
                     and n not in MAIN_PARAMETERS]
-        self.explanation = Label(value=EXPLANATION, name="explanation")
-        self.explanation.native.setWordWrap(True)
+        self.explanation = wrapping(Label(value=EXPLANATION, name="explanation"))
         self.device = Label(value=f"compute device: {device_text()}", name="device")
         self.form = ParameterForm(MAIN_PARAMETERS, advanced, self.session.settings)
         self.start_button = PushButton(text="Start", name="start",
@@ -120,9 +119,7 @@ class IdentificationWidget(JobPanel, Container):
         self.restart_button = PushButton(text="Restart", name="restart",
                                          tooltip="Discard the current identities, then train anew")
         self.cancel_button = PushButton(text="Cancel", name="cancel", enabled=False)
-        self.status = Label(value="", name="status")
-        self.status.native.setWordWrap(True)  # long messages wrap, never clipped
-        self.status.native.setWordWrap(True)
+        self.status = wrapping(Label(value="", name="status"))
         self.plot = UniquenessPlot()
         buttons = Container(widgets=[self.start_button, self.continue_button, self.apply_button,
                                      self.restart_button, self.cancel_button],
@@ -145,7 +142,7 @@ class IdentificationWidget(JobPanel, Container):
 
         session = self.session
         if session.run is None or session.video is None:
-            show_error("napari-trex: track the video first (Plugins > napari-trex > Tracking)")
+            show_error("napari-trex: track the video first (the Track tab, or Plugins > napari-trex > Tracking)")
             return None
         previous = session.identification.model if session.identification is not None else \
             (session.weights_path or None)  # the network of a reopened results folder

@@ -83,7 +83,8 @@ class TimelineWidget(QWidget):
         painter.setPen(QColor(220, 220, 220))
         if self.model is None:
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
-                             "Track a video (Plugins > napari-trex > Tracking) to see its tracklets")
+                             "Track a video (the Track tab of the napari-trex dock) to see its "
+                             "tracklets here")
             painter.end()
             return
         m = self.model

@@ -15,19 +15,23 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 
 from ...core.background import background_for, sample_frames
-from ...core.detection import PREVIEW_ANIMAL, PREVIEW_OUT_OF_RANGE, DetectionParams, preview_labels
+from ...core.detection import (BLOB_KINDS, PREVIEW_ANIMAL, PREVIEW_FRAGMENT, PREVIEW_OUT_OF_RANGE,
+                               PREVIEW_SPECK, DetectionParams, blob_census, preview_labels)
 from ...core.errors import NapariTrexError
 from ...core.pipeline import track_video
 from ...core.settings import parameter_info, parameter_names
 from ...core.video import ArrayVideo, open_video
 from ..session import session_for
+from .census import Census
 from ..workers import Job, JobPanel, callback_events
-from .form import ParameterForm
+from .form import ParameterForm, _scaled, wrapping, write_value
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-MAIN_PARAMETERS = ["track_max_individuals", "threshold", "blob_size_ranges", "track_max_speed",
+# track_threshold is here because it is a floor under threshold: both change what the preview shows
+MAIN_PARAMETERS = ["track_max_individuals", "threshold", "track_threshold", "blob_size_ranges",
+                   "track_max_speed",
                    "cm_per_pixel", "averaging_method", "auto_minmax_size", "output_dir"]
 ADVANCED_SECTIONS = ("video", "detection", "tracking", "tracklets", "output")
 PREVIEW_LAYER = "blob preview"
@@ -66,11 +70,21 @@ class TrackingWidget(JobPanel, Container):
                                 "blob_size_ranges. Updates with the frame and the parameters.")
         self.track_button = PushButton(text="Track", name="track")
         self.cancel_button = PushButton(text="Cancel", name="cancel", enabled=False)
-        self.status = Label(value="", name="status")
-        self.status.native.setWordWrap(True)  # long messages wrap, never clipped
-        self.extend([self.video_layer, self.form, self.preview,
+        from .census import BlobCensus
+
+        self.census = BlobCensus()
+        self.census.setVisible(False)
+        self.status = wrapping(Label(value="", name="status"))
+        self.units = wrapping(Label(value="", name="units"))
+        self.pixel_units = CheckBox(value=False, name="pixel_units",
+                                    text="sizes in px², speed in px per frame",
+                                    tooltip="Until cm_per_pixel is calibrated, set sizes and speed in "
+                                    "what you see: pixels. They are stored in TRex's cm units.")
+        self.extend([self.video_layer, self.units, self.pixel_units, self.form, self.preview,
                      Container(widgets=[self.track_button, self.cancel_button], layout="horizontal",
                                labels=False), self.status])
+        # the census (a plain Qt widget) right under the preview checkbox
+        self.native.layout().insertWidget(self.index(self.preview) + 1, self.census)
         self.job: Job | None = None
         self._drop: tuple[str, ...] = ()  # files of the results folder the user agreed to drop
         self._background: tuple[Any, np.ndarray] | None = None  # (key, image) for the preview
@@ -79,6 +93,7 @@ class TrackingWidget(JobPanel, Container):
         self.track_button.changed.connect(self.start_tracking)
         self.cancel_button.changed.connect(self.cancel)
         self.preview.changed.connect(self.update_preview)
+        self.pixel_units.changed.connect(self._units_changed)
         for w in self.form.fields():
             w.changed.connect(self._parameter_changed)
         self.video_layer.changed.connect(self._video_changed)
@@ -106,9 +121,22 @@ class TrackingWidget(JobPanel, Container):
                 for layer in self._image_layers():
                     if (layer.metadata or {}).get("path") == run.video_info.path:
                         self.video_layer.value = layer
+        settings = self.session.settings
         field = self.form.field("cm_per_pixel")
-        if field.value != self.session.settings.cm_per_pixel:
-            field.value = self.session.settings.cm_per_pixel
+        if field.value == settings.cm_per_pixel:
+            return
+        field.value = settings.cm_per_pixel  # a calibration (Corrections panel), maybe with
+        try:  # blob_size_ranges and track_max_speed rescaled to keep their pixel sizes
+            shown = self.form.settings(settings)
+        except NapariTrexError:
+            return
+        for name in ("blob_size_ranges", "track_max_speed"):
+            if getattr(shown, name) != getattr(settings, name):
+                scale = self.form.display_scale.get(name, 1.0)
+                write_value(self.form.field(name), _scaled(getattr(settings, name), 1.0 / scale))
+        if self.pixel_units.value:
+            self._units_changed()
+        self._show_units()
 
     def _refresh_layers(self, *_: Any) -> None:
         self.video_layer.reset_choices()
@@ -124,6 +152,12 @@ class TrackingWidget(JobPanel, Container):
         return self._video[1]
 
     def _parameter_changed(self, *_: Any) -> None:
+        """The form is the session's settings as the user sets them (a calibration in the
+        Corrections panel then rescales what is in the form, not what was there before)."""
+        try:
+            self.session.settings = self.form.settings(self.session.settings)
+        except NapariTrexError:
+            pass  # a half-typed value: the preview says what is wrong
         self.update_preview()
 
     def _frame_changed(self, *_: Any) -> None:
@@ -135,8 +169,11 @@ class TrackingWidget(JobPanel, Container):
 
     # -- preview -----------------------------------------------------------------------------------
     def update_preview(self, *_: Any) -> None:
-        """Redraw (or remove) the blob preview of the current frame."""
+        """Redraw (or remove) the blob preview of the current frame and the census of the
+        sampled frames; say what lengths rest on."""
+        self._show_units()
         if not self.preview.value:
+            self.census.setVisible(False)
             if PREVIEW_LAYER in self.viewer.layers:
                 self.viewer.layers.remove(PREVIEW_LAYER)
             return
@@ -146,32 +183,81 @@ class TrackingWidget(JobPanel, Container):
         try:
             settings = self.form.settings(self.session.settings)
             video = self.video_of(layer)
+            params = DetectionParams.from_settings(settings, video.frame_shape)
             key = (layer.name, settings.averaging_method, settings.background_image,
                    settings.threshold, settings.track_threshold, settings.enable_absolute_difference)
             if self._background is None or self._background[0] != key:
-                _, samples = sample_frames(video, min(settings.average_samples, PREVIEW_SAMPLES))
-                self._background = (key, background_for(samples, settings))
+                indices, samples = sample_frames(video, min(settings.average_samples, PREVIEW_SAMPLES))
+                self._background = (key, background_for(samples, settings), indices, samples)
+            _, background, indices, samples = self._background
             frame_index = min(self.current_frame(), len(video) - 1)
-            params = DetectionParams.from_settings(settings, video.frame_shape)
-            labels = preview_labels(_grey(video.read(frame_index)), self._background[1], params)
+            labels, counts = preview_labels(_grey(video.read(frame_index)), background, params)
+            census = Census.of(blob_census(samples, background, params), indices,
+                               list(params.size_ranges_px), settings.track_max_individuals)
         except NapariTrexError as exc:
             self.status.value = f"preview: {exc}"
             return
+        self.census.update_census(census)
+        self.census.setVisible(True)
+        effective = max(settings.threshold, settings.track_threshold)
+        floor = (f" (track_threshold {settings.track_threshold} is above threshold "
+                 f"{settings.threshold}: it decides)"
+                 if settings.track_threshold > settings.threshold else "")
+        short = (f"; in {census.short_frames} of {len(census.in_range)} sampled frames fewer than "
+                 f"{settings.track_max_individuals} animal-sized blobs" if census.short_frames else "")
+        self.status.value = (f"frame {frame_index}, threshold {effective}{floor}: "
+                             + ", ".join(f"{counts[name]} {name}" for name in BLOB_KINDS.values())
+                             + short)
         data = labels  # 2-D: drawn over whichever frame is shown, redrawn when it changes
-        n_in = _count(labels, PREVIEW_ANIMAL)
-        n_out = _count(labels, PREVIEW_OUT_OF_RANGE)
-        self.status.value = (f"frame {frame_index}: {n_in} blob(s) in size range, "
-                             f"{n_out} outside")
         if PREVIEW_LAYER in self.viewer.layers:
             self.viewer.layers[PREVIEW_LAYER].data = data
         else:
             from napari.utils.colormaps import DirectLabelColormap
 
             colours = {0: "transparent", PREVIEW_ANIMAL: "lime", PREVIEW_OUT_OF_RANGE: "red",
-                       None: "transparent"}
+                       PREVIEW_FRAGMENT: "orange", PREVIEW_SPECK: "#8080ff", None: "transparent"}
             self.viewer.add_labels(data, name=PREVIEW_LAYER, opacity=0.5,
                                    colormap=DirectLabelColormap(color_dict=colours),
                                    metadata={"napari_trex": "preview"})
+
+    def _units_changed(self, *_: Any) -> None:
+        """Show blob_size_ranges in px² and track_max_speed in px/frame, or TRex's cm units."""
+        scales: dict[str, float] = {}
+        units: dict[str, str] = {}
+        layer = self.video_layer.value
+        if self.pixel_units.value and layer is not None:
+            try:
+                settings = self.form.settings(self.session.settings)
+                video = self.video_of(layer)
+            except NapariTrexError as exc:
+                self.status.value = str(exc)
+                return
+            cm = settings.pixel_size_cm(video.frame_shape[1])
+            fps = settings.frame_rate or video.info.fps or 25.0
+            scales = {"blob_size_ranges": cm * cm, "track_max_speed": cm * fps}
+            units = {"blob_size_ranges": "px²", "track_max_speed": "px/frame"}
+        else:
+            units = {"blob_size_ranges": "cm²", "track_max_speed": "cm/s"}
+        self.form.set_display_units(scales, units)
+        self.update_preview()
+
+    def _show_units(self) -> None:
+        """While cm_per_pixel is 0 every length rests on an assumed frame width: say so."""
+        from ...core.pipeline import units_notice
+
+        layer = self.video_layer.value
+        try:
+            settings = self.form.settings(self.session.settings)
+            video = self.video_of(layer) if layer is not None else None
+        except NapariTrexError:
+            return
+        if video is None:
+            self.units.value = ""
+            return
+        fps = settings.frame_rate or video.info.fps or 25.0
+        notice = units_notice(settings, video.frame_shape[1], fps)
+        self.units.value = f"⚠ {notice}" if notice else \
+            f"{settings.cm_per_pixel:g} cm per pixel (calibrated)"
 
     # -- tracking ----------------------------------------------------------------------------------
     def start_tracking(self, *_: Any) -> Job | None:
@@ -281,7 +367,3 @@ def _grey(frame: np.ndarray) -> np.ndarray:
     return rgb_to_grey(frame) if frame.ndim == 3 else frame
 
 
-def _count(labels: np.ndarray, value: int) -> int:
-    from scipy import ndimage
-
-    return int(ndimage.label(labels == value)[1])
