@@ -203,6 +203,15 @@ def test_four_animals_are_identified_with_high_accuracy(four_animals, tmp_path):
                       progress=events.append)
     assert events[0]["stage"] == "device" and events[-1]["stage"] == "done"
     assert any(e["stage"] == "step" and "uniqueness" in e for e in events)
+    # progress a panel can show from the start: image cutting before the first epoch, each
+    # stream counting up to its total; every epoch with its place among the unit's epochs
+    stages = [e["stage"] for e in events]
+    first_epoch = stages.index("epoch")
+    assert "images" in stages[:first_epoch]
+    images = [e for e in events[:first_epoch] if e["stage"] == "images"]
+    assert all(0 < e["done"] <= e["total"] for e in images) and images[-1]["done"] == images[-1]["total"]
+    epochs = [e for e in events if e["stage"] == "epoch"]
+    assert all(1 <= e["done"] <= e["total"] <= 40 for e in epochs) and epochs[0]["total"] == 40
     table = trajectory_table(run, result.identities)
     reference = truth_per_detection(table["x"], table["y"], table["frame"], synthetic.ground_truth, 14)
     accuracy, _ = identity_accuracy(table["identity"], reference)
@@ -304,3 +313,24 @@ def test_a_unit_stops_when_nothing_is_left_to_learn():
                       (images.astype(np.uint8), frames), config, torch.device("cpu"), final=True)
     assert unit.stopped_because.startswith("nothing left to learn")
     assert unit.epochs < 40 and unit.uniqueness > 0.9
+
+
+def test_cancel_is_heard_inside_an_epoch_not_only_between_epochs():
+    """On a CPU one epoch can take a minute: Cancel must not wait for its end."""
+    from napari_trex.core.identification.training import TrainingConfig, train_unit
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (400, 16, 16)).astype(np.uint8)
+    labels = np.repeat([0, 1], 200)
+    frames = np.tile(np.arange(200), 2)
+    config = TrainingConfig(n_identities=2, size=(16, 16), max_epochs=5, min_iterations=200)
+    asked = []
+
+    def stop_after_a_few_batches():
+        asked.append(1)
+        return len(asked) > 5
+
+    with pytest.raises(Cancelled):
+        train_unit(IdentityNetwork(2, (16, 16)), images, labels, images[:40], labels[:40],
+                   (images, frames), config, torch.device("cpu"), should_stop=stop_after_a_few_batches)
+    assert len(asked) == 6  # five batches of the first epoch, then it stopped

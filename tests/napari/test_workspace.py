@@ -68,3 +68,27 @@ def test_markers_fit_the_animals_and_labels_sit_outside_the_selection_ring():
     assert 70 < big < 90  # a 2846 px fly: no cap that would leave it under a small dot
     ring_radius = SELECTION_SCALE * small / 2
     assert np.hypot(LABEL_OFFSET * small, LABEL_OFFSET * small) > ring_radius
+
+
+def test_napari_activity_bar_and_the_uniqueness_plot_show_consistent_numbers(qtbot):
+    from napari_trex.napari.widgets.identification import UniquenessPlot
+    from napari_trex.napari.workers import Job
+
+    def nothing(should_stop):
+        return iter(())
+
+    job = Job("identification", nothing)
+    job._yielded({"stage": "images", "done": 50, "total": 200, "message": "cutting images"})
+    assert (job.progress.n, job.progress.total) == (50, 200)
+    job._yielded({"stage": "images", "done": 200, "total": 200, "message": "cutting images"})
+    job._yielded({"stage": "epoch", "done": 3, "total": 40, "message": "epoch 3"})  # a new stage
+    assert (job.progress.n, job.progress.total) == (3, 40)
+    job.progress.close()
+
+    plot = UniquenessPlot()
+    plot.clear(target=0.9375)
+    for value in (0.937, 0.945, 0.952):
+        plot.add_epoch(value)
+    lo, hi = plot.value_range()
+    assert 0.85 < lo < 0.937 and hi == 1.0  # zoomed: 0.937 and 0.952 no longer look flat
+    assert lo < plot.target < hi

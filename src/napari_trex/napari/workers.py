@@ -9,10 +9,8 @@ only on success, so a cancelled or failed run leaves earlier layers untouched.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from napari.qt.threading import thread_worker
@@ -20,6 +18,7 @@ from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
 
 from ..core.errors import Cancelled, NapariTrexError
+from ..core.progress import progress_events
 
 Event = dict[str, Any]
 
@@ -28,19 +27,7 @@ def callback_events(fn: Callable[..., Any], *args: Any, should_stop: Callable[[]
                     **kwargs: Any) -> Generator[Event, None, Any]:
     """Run ``fn(*args, progress=..., should_stop=..., **kwargs)`` and yield its progress
     callbacks ``(done, total, message)`` as events; return its result (or raise its error)."""
-    events: queue.Queue[Event] = queue.Queue()
-
-    def progress(done: float, total: float, message: str = "", *_: Any, **__: Any) -> None:
-        events.put({"done": done, "total": total, "message": message})
-
-    with ThreadPoolExecutor(1, thread_name_prefix="napari-trex") as pool:
-        future = pool.submit(fn, *args, progress=progress, should_stop=should_stop, **kwargs)
-        while not (future.done() and events.empty()):
-            try:
-                yield events.get(timeout=0.05)
-            except queue.Empty:
-                continue
-        return future.result()
+    return (yield from progress_events(fn, *args, should_stop=should_stop, **kwargs))
 
 
 class Job:
@@ -86,10 +73,12 @@ class Job:
         return self.outcome == ""
 
     def _yielded(self, event: Event) -> None:
-        if "total" in event and event["total"]:
-            if self.progress.total != int(event["total"]):
-                self.progress.total = int(event["total"])
-            self.progress.n = int(event["done"])
+        if event.get("total"):
+            total, done = int(event["total"]), int(event["done"])
+            if self.progress.total != total or done < self.progress.n:  # a new stage
+                self.progress.reset(total=total)
+            if done > self.progress.n:  # update() (not n =) so napari's activity shows it
+                self.progress.update(done - self.progress.n)
         if event.get("message"):
             self.progress.set_description(f"{self.what}: {event['message'].strip()}")
         self.progress.refresh()

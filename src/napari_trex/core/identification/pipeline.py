@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import Cancelled, NapariTrexError
 from ..model import TrackingRun
+from ..progress import progress_events
 from ..settings import Settings
 from ..video import Video
 from .assignment import TrackletIdentities, assign_identities, split_suspicious_tracklets
@@ -116,14 +117,18 @@ def identify_events(
     if not len(requests.frames):
         raise NapariTrexError("no animal was tracked: nothing to identify")
 
-    def cut(index: np.ndarray, labels: np.ndarray | int = -1) -> Samples:
-        return cut_samples(video, run.background, requests.rows(index, labels), params, should_stop)
+    def cut(index: np.ndarray, labels: np.ndarray | int = -1, why: str = "cutting images"
+            ) -> Generator[Event, None, Samples]:
+        """Cut crops, passing on progress (decoding is most of the time before training)."""
+        return (yield from progress_events(
+            cut_samples, video, run.background, requests.rows(index, labels), params,
+            should_stop, stage="images", message=why))
 
     # discrimination images: every animal in ~333 evenly spaced frames (for uniqueness)
     n_frames = len(run.result.assignment)
     step = max(1, n_frames // DISCRIMINATION_FRAMES)
     disc_index = np.flatnonzero(requests.frames % step == 0)
-    discrimination = cut(disc_index)
+    discrimination = yield from cut(disc_index, why="cutting images to measure uniqueness")
     disc = (discrimination.images, discrimination.frame)
     target = settings.accepted_uniqueness(n)
     config = TrainingConfig(n_identities=n, size=params.size, learning_rate=settings.gpu_learning_rate,
@@ -164,19 +169,19 @@ def identify_events(
         def segment_tracklets(k: int) -> list[int]:
             return [int(t) for t in tid_matrix[int(segments.start[k])]]
 
-        def labelled(tracklets: list[int], labels: list[int]) -> tuple[Samples, Samples]:
+        def labelled(tracklets: list[int], labels: list[int]
+                     ) -> Generator[Event, None, tuple[Samples, Samples]]:
             nonlocal cap
-            parts_train, parts_val = [], []
             counts = np.array([len(requests.of_tracklets([t])) for t in tracklets])
             cap = class_cap(counts, params.size, settings.gpu_max_sample_gb)
-            for t, label in zip(tracklets, labels):
-                index = regular_subsample(requests.of_tracklets([t]), cap)
-                samples = cut(index, label)
-                is_val = np.zeros(len(samples), bool)
-                is_val[::4] = True  # 25 % for validation, regular stride
-                parts_train.append(samples.subset(np.flatnonzero(~is_val)))
-                parts_val.append(samples.subset(np.flatnonzero(is_val)))
-            return Samples.concatenate(parts_train), Samples.concatenate(parts_val)
+            chosen = [regular_subsample(requests.of_tracklets([t]), cap) for t in tracklets]
+            index = np.concatenate(chosen)
+            label_of = np.concatenate([np.full(len(c), label) for c, label in zip(chosen, labels)])
+            samples = yield from cut(index, label_of, why="cutting training images")
+            is_val = np.zeros(len(samples), bool)
+            for t in tracklets:  # 25 % of each tracklet for validation, regular stride in time
+                is_val[np.flatnonzero(samples.tracklet == t)[::4]] = True
+            return samples.subset(np.flatnonzero(~is_val)), samples.subset(np.flatnonzero(is_val))
 
         def unit_events(label: str, *args: Any, **kwargs: Any) -> Generator[Event, None, UnitResult]:
             """Train one unit, passing every epoch on as an event."""
@@ -186,7 +191,9 @@ def identify_events(
                     record = next(events)
                 except StopIteration as done:
                     return done.value
+                cap_epochs = kwargs.get("max_epochs") or config.max_epochs
                 yield {"stage": "epoch", "unit": label, **record,
+                       **({"done": record["epoch"], "total": cap_epochs} if cap_epochs else {}),
                        "message": f"  {label} epoch {record['epoch']}: uniqueness "
                        f"{record['uniqueness']:.3f}, loss {record['loss']:.3f}"}
 
@@ -194,13 +201,13 @@ def identify_events(
         first = int(order[0])
         tracklets = segment_tracklets(first)
         if weights is None:
-            train_set, val_set = labelled(tracklets, list(range(n)))
+            train_set, val_set = yield from labelled(tracklets, list(range(n)))
         else:  # continue: label the best segment with the loaded network
-            probe = cut(requests.of_tracklets(tracklets))
+            probe = yield from cut(requests.of_tracklets(tracklets))
             mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet, n,
                                            settings.recognition_segment_add_factor)
             labels = [mapping[t] for t in tracklets] if mapping else list(range(n))
-            train_set, val_set = labelled(tracklets, labels)
+            train_set, val_set = yield from labelled(tracklets, labels)
         used.update(tracklets)
         yield {"stage": "training", "message": f"initial unit on frames {segments.start[first]}-"
                f"{segments.end[first]} ({len(train_set)} images)", "step": 0}
@@ -227,7 +234,8 @@ def identify_events(
                 if all(t in used for t in tracklets):
                     continue
                 tried += 1
-                probe = cut(requests.of_tracklets(tracklets))
+                probe = yield from cut(requests.of_tracklets(tracklets),
+                                       why=f"cutting images of segment {int(segments.start[k])}")
                 counts = np.array([(probe.tracklet == t).sum() for t in tracklets])
                 rng = [int(segments.start[k]), int(segments.end[k])]
                 if counts.min() <= 5:
@@ -241,7 +249,7 @@ def identify_events(
                     yield {"stage": "step", "step": len(steps) - 1, "accepted": False,
                            "message": f"segment {rng}: rejected ({why})"}
                     continue
-                new_train, new_val = labelled(tracklets, [mapping[t] for t in tracklets])
+                new_train, new_val = yield from labelled(tracklets, [mapping[t] for t in tracklets])
                 salt = _salt(train_set, cap)
                 candidate_train = Samples.concatenate([salt, new_train])
                 candidate_val = Samples.concatenate([val_set, new_val])
@@ -300,7 +308,7 @@ def identify_events(
     all_probs, all_tracklets, all_frames = [], [], []
     block_size = max(1000, int(settings.gpu_max_sample_gb * 1e9 / (params.size[0] * params.size[1] * 4)))
     for a in range(0, len(chosen_index), block_size):
-        block = cut(chosen_index[a: a + block_size])
+        block = yield from cut(chosen_index[a: a + block_size], why="cutting images to predict")
         all_probs.append(predict(model, block.images, device))
         all_tracklets.append(block.tracklet)
         all_frames.append(block.frame)

@@ -110,7 +110,8 @@ class Samples:
 
 def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple[int, int, int, float, float, float, int]],
                 params: SampleParams, should_stop: Callable[[], bool] | None = None,
-                progress: Callable[..., None] | None = None) -> Samples:
+                progress: Callable[..., None] | None = None,
+                message: str = "cutting image samples") -> Samples:
     """Cut crops for ``(frame, slot, tracklet, x, y, heading, label)`` requests in one pass.
 
     Frames are visited in increasing order; runs of nearby frames are decoded sequentially,
@@ -137,8 +138,8 @@ def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple[i
                 _, _, _, x, y, heading, _ = reqs[k]
                 images[k] = crop_sample(diff, x, y, heading, params)
             done += 1
-            if progress is not None and done % 50 == 0:
-                progress(done, len(frames), "cutting image samples")
+            if progress is not None and (done % 25 == 0 or done == len(frames)):
+                progress(done, len(frames), message)
     cols = np.array([(r[0], r[1], r[2], r[6]) for r in reqs], dtype=np.int64).reshape(-1, 4)
     return Samples(images, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3])
 

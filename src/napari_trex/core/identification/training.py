@@ -163,6 +163,8 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
         model.train()
         total, seen = 0.0, 0
         for idx in _batches(len(x_train), bs, steps, generator):
+            if should_stop is not None and should_stop():  # an epoch can take a minute on a CPU
+                raise Cancelled("training cancelled")
             idx = idx.to(device)
             optimizer.zero_grad()
             loss = loss_fn(model(_shift(x_train[idx], shift, generator)), y_train[idx])

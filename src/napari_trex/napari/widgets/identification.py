@@ -70,20 +70,32 @@ class UniquenessPlot(QWidget):
         self.steps.append((max(0, len(self.epochs) - 1), float(value), bool(accepted)))
         self.update()
 
+    def value_range(self) -> tuple[float, float]:
+        """The y range in use: from a little below the lowest value (or the target) to 1, so
+        that 0.937 and 0.952 do not look alike and the target line is always in view."""
+        values = [*self.epochs, *(u for _, u, _ in self.steps)] + ([self.target] if self.target else [])
+        if not values:
+            return 0.0, 1.0
+        low = min(values)
+        span = max(1.0 - low, 0.02)
+        return max(0.0, low - 0.15 * span), 1.0
+
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(38, 41, 48))
         left, top, right, bottom = 34, 8, self.width() - 8, self.height() - 18
+        lo, hi = self.value_range()
         p.setPen(QColor(200, 200, 200))
-        p.drawText(QPointF(2, top + 8), "1.0")
-        p.drawText(QPointF(2, bottom), "0.0")
+        p.drawText(QPointF(2, top + 8), f"{hi:.2f}")
+        p.drawText(QPointF(2, bottom), f"{lo:.2f}")
         p.drawText(QRectF(left, bottom + 2, right - left, 16), Qt.AlignmentFlag.AlignCenter,
                    f"epochs ({len(self.epochs)}) — uniqueness per epoch, dots: steps")
         p.drawRect(QRectF(left, top, right - left, bottom - top))
         n = max(2, len(self.epochs))
 
         def point(i: float, u: float) -> QPointF:
-            return QPointF(left + i / (n - 1) * (right - left), bottom - u * (bottom - top))
+            return QPointF(left + i / (n - 1) * (right - left),
+                           bottom - (u - lo) / (hi - lo) * (bottom - top))
 
         if self.target > 0:
             p.setPen(QPen(QColor(255, 200, 0), 1, Qt.PenStyle.DashLine))
@@ -108,7 +120,7 @@ class IdentificationWidget(JobPanel, Container):
         advanced = [n for n in parameter_names() if parameter_info(n)["section"] == "identification"
                     and n not in MAIN_PARAMETERS]
         self.explanation = wrapping(Label(value=EXPLANATION, name="explanation"))
-        self.device = Label(value=f"compute device: {device_text()}", name="device")
+        self.device = wrapping(Label(value=f"compute device: {device_text()}", name="device"))
         self.form = ParameterForm(MAIN_PARAMETERS, advanced, self.session.settings)
         self.start_button = PushButton(text="Start", name="start",
                                        tooltip="Train a new network from the best global segment")
@@ -191,12 +203,11 @@ class IdentificationWidget(JobPanel, Container):
         elif stage == "step":
             self.rejected += 1
         counts = f"segments accepted {self.accepted}, rejected {self.rejected}"
-        self.status.value = f"{event.get('message', '').strip()}\n{counts}"
+        share = f" ({event['done']:.0f}/{event['total']:.0f})" if event.get("total") else ""
+        self.status.value = f"{event.get('message', '').strip()}{share}\n{counts}"
 
     def _on_result(self, result: Any, settings: Any) -> None:
-        from napari.utils.notifications import show_info
-
-        from napari.utils.notifications import show_error
+        from napari.utils.notifications import show_error, show_info
 
         session = self.session
         session.set_identification(result)  # the user's corrections are re-applied on top
@@ -213,7 +224,8 @@ class IdentificationWidget(JobPanel, Container):
         message = (f"identification done: uniqueness {result.uniqueness:.3f}, "
                    f"{(ids >= 0).sum()} of {len(ids)} tracklets have an identity{saved}")
         self.status.value = message
-        show_info(f"napari-trex: {message}")
+        # a notification shows one short line: the details are in the panel
+        show_info(f"napari-trex: identified (uniqueness {result.uniqueness:.3f})")
 
     def _on_finish(self, outcome: str) -> None:
         self._set_running(False)

@@ -349,7 +349,9 @@ class TrackingWidget(JobPanel, Container):
         for line in run.auto.describe():
             message += f"\n{line}"
         self.status.value = message
-        show_info(f"napari-trex: {message}")
+        # a notification shows one short line: the details (and any warning) are in the panel
+        warned = " — see the warning in the Track tab" if run.auto.warnings else ""
+        show_info(f"napari-trex: tracked {run.n_individuals} animals, {n_tracklets} tracklets{warned}")
         if settings.track_max_individuals == 0 and run.auto.n_individuals:
             self.form.field("track_max_individuals").value = run.auto.n_individuals
 
