@@ -137,9 +137,10 @@ class Settings(BaseModel):
                                                  advanced=False)
     recognition_image_scale: float = _p(1.0, "Scale applied before cutting the images (< 1 for big "
                                         "animals)", "", "identification", advanced=False, gt=0)
-    recognition_normalization: Literal["posture", "moments", "legacy", "none"] = _p(
-        "posture", "How crops are aligned: by head and midline (posture), by image moments, along x "
-        "(legacy) or not at all", "", "identification")
+    recognition_normalization: Literal["moments", "none"] = _p(
+        "moments", "How crops are aligned: turned so the head points right (orientation from image "
+        "moments, head from the motion), or not at all. TRex's posture and legacy are read as "
+        "moments (no posture is computed)", "", "identification")
     recognition_segment_add_factor: float = _p(1.5, "A segment is added only if every animal's mean "
                                                "probability exceeds this / N", "", "identification",
                                                gt=0)
@@ -218,6 +219,12 @@ class Settings(BaseModel):
             raise ValueError("fractions must be >= 0 and leave part of the frame "
                              f"(left + right < 1, top + bottom < 1), not {list(value)}")
         return value
+
+    @field_validator("recognition_normalization", mode="before")
+    @classmethod
+    def _normalization(cls, value: Any) -> Any:
+        # TRex's default (posture) and its legacy mode: what napari-trex does is moments
+        return "moments" if value in ("posture", "legacy") else value
 
     @field_validator("analysis_range")
     @classmethod

@@ -31,7 +31,7 @@ EIGHT = np.ones((3, 3), bool)
 class SampleParams:
     size: tuple[int, int] = (80, 80)  # width, height
     scale: float = 1.0
-    normalization: str = "posture"
+    normalization: str = "moments"
     threshold: int = 15
 
     @property
