@@ -11,7 +11,8 @@ A low probability or two individuals with the same predicted id is where to look
 import math
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (QLabel, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                            QWidget)
 
 from ..models import dataset_rows, segment_at, segment_quality
 from ..session import session_for
@@ -33,6 +34,9 @@ class DatasetWidget(QWidget):
         layout = QVBoxLayout(self)
         self.current_title, self.current = QLabel(), _table()
         self.best_title, self.best = QLabel(), _table()
+        for title in (self.current_title, self.best_title):  # wrap, never widen the dock
+            title.setWordWrap(True)
+            title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         for w in (self.current_title, self.current, self.best_title, self.best):
             layout.addWidget(w)
         self.session.changed.connect(self.refresh)
@@ -70,6 +74,9 @@ def _table() -> QTableWidget:
     table = QTableWidget(0, len(COLUMNS))
     table.setHorizontalHeaderLabels(COLUMNS)
     table.verticalHeader().setVisible(False)
+    from qtpy.QtWidgets import QHeaderView
+
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
     return table
 
