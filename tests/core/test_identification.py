@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_trex.core.datasets import generate
-from napari_trex.core.errors import Cancelled
+from napari_trex.core.errors import Cancelled, NapariTrexError
 from napari_trex.core.evaluation import identity_accuracy, truth_per_detection
 from napari_trex.core.identification.assignment import assign_identities
 from napari_trex.core.identification.network import (IdentityNetwork, choose_device, describe_device,
@@ -334,3 +334,92 @@ def test_cancel_is_heard_inside_an_epoch_not_only_between_epochs():
         train_unit(IdentityNetwork(2, (16, 16)), images, labels, images[:40], labels[:40],
                    (images, frames), config, torch.device("cpu"), should_stop=stop_after_a_few_batches)
     assert len(asked) == 6  # five batches of the first epoch, then it stopped
+
+
+def test_the_switch_detector_votes_instead_of_taking_a_median_of_identity_numbers():
+    """Three animals: identity 2 holds the window throughout (9 of 21), the other two share
+    the rest. A median of the numbers (0, 1, 2) reads 1 once the noise grows and cuts the
+    tracklet; a vote keeps it whole."""
+    from napari_trex.core.identification.assignment import sliding_majority, split_suspicious_tracklets
+
+    assert sliding_majority(np.array([2, 2, 2, 0, 0, 1, 1]), 7, 3)[-1] == 2
+    result = _result([(0, 0, 419), (1, 0, 419), (2, 0, 419)])
+    clean = np.array([2] * 11 + [0] * 5 + [1] * 5)  # 2 is the majority and the median
+    noisy = np.array([2] * 9 + [0] * 6 + [1] * 6)  # 2 still the majority, the median is 1
+    rng = np.random.default_rng(0)
+    ids0 = np.concatenate([rng.permutation(clean) for _ in range(10)]
+                          + [rng.permutation(noisy) for _ in range(10)])
+    ids = np.concatenate([ids0, np.zeros(420, int), np.ones(420, int)])
+    frames = np.tile(np.arange(420), 3)
+    tracklets = np.repeat([0, 1, 2], 420)
+    probs = np.eye(3)[ids] * 0.8 + 0.2 / 3
+    _, _, cuts = split_suspicious_tracklets(result, frames, tracklets, probs, fps=10)
+    assert cuts == []
+
+
+def _samples(frames, tracklets):
+    from napari_trex.core.identification.samples import Samples
+
+    n = len(frames)
+    return Samples(np.zeros((n, 4, 4), np.uint8), np.asarray(frames), np.zeros(n, int),
+                   np.asarray(tracklets), np.zeros(n, int))
+
+
+def test_validation_never_sits_between_training_neighbours_of_its_tracklet():
+    from napari_trex.core.identification.samples import check_holdout, holdout_split
+
+    frames = np.concatenate([np.arange(0, 400, 2), np.arange(100, 300)])
+    tracklets = np.concatenate([np.zeros(200, int), np.ones(200, int)])
+    old_val = np.zeros(400, bool)  # the earlier split: every 4th image of each tracklet
+    for t in (0, 1):
+        old_val[np.flatnonzero(tracklets == t)[::4]] = True
+    with pytest.raises(NapariTrexError, match="within"):
+        check_holdout(_samples(frames[~old_val], tracklets[~old_val]),
+                      _samples(frames[old_val], tracklets[old_val]), min_gap=2)
+    train, val = holdout_split(frames, tracklets, fps=25)
+    assert not (train & val).any()
+    check_holdout(_samples(frames[train], tracklets[train]), _samples(frames[val], tracklets[val]),
+                  min_gap=2)
+    for t in (0, 1):  # about a quarter of each tracklet validates, in blocks
+        mine = tracklets == t
+        assert 0.15 < val[mine].mean() < 0.3 and train[mine].mean() > 0.5
+
+
+@pytest.mark.timeout(600)
+def test_the_same_seed_gives_the_same_identities_and_leaves_torch_alone(four_animals):
+    _, video, settings, run = four_animals
+    quick = settings.updated(gpu_max_epochs=5, gpu_enable_accumulation=False, seed=3)
+    state = torch.get_rng_state()
+    first = identify(run, video, quick)
+    assert torch.equal(state, torch.get_rng_state())  # the caller's random numbers untouched
+    second = identify(run, video, quick)
+    assert first.uniqueness == second.uniqueness
+    assert (first.identities.identity == second.identities.identity).all()
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_continue_never_falls_back_to_slot_numbers(four_animals, monkeypatch):
+    import napari_trex.core.identification.pipeline as pipeline
+
+    _, video, settings, run = four_animals
+    monkeypatch.setattr(pipeline, "label_candidate", lambda *a, **k: (None, "NotDistinct"))
+    with pytest.raises(NapariTrexError, match="cannot tell the animals of the best segment apart"):
+        identify(run, video, settings.updated(gpu_max_epochs=2),
+                 weights=IdentityNetwork(4, (32, 32)))
+
+
+def test_a_batch_run_takes_its_share_of_the_cores(monkeypatch):
+    from napari_trex.core.identification.network import CPU_SHARE_ENV, configure_cpu_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+    try:
+        monkeypatch.setenv(CPU_SHARE_ENV, "4")
+        configure_cpu_threads()
+        assert torch.get_num_threads() == 2
+        monkeypatch.delenv(CPU_SHARE_ENV)
+        configure_cpu_threads()
+        assert torch.get_num_threads() == 8
+    finally:
+        torch.set_num_threads(before)

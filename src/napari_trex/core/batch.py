@@ -41,9 +41,14 @@ def process_video(video_path: str | os.PathLike, output_dir: str | os.PathLike, 
 
 
 def _safe_task(video_path: str, output_dir: str, settings_toml: str, identify: bool,
-               overwrite: bool = False) -> dict[str, Any]:
-    """One batch task: never raises, so one bad video cannot stop the others."""
+               overwrite: bool = False, cpu_share: int = 1) -> dict[str, Any]:
+    """One batch task: never raises, so one bad video cannot stop the others. ``cpu_share``:
+    how many tasks run at once on this machine (each takes its share of the cores for torch)."""
     import tomllib
+
+    from .identification.network import CPU_SHARE_ENV
+
+    os.environ[CPU_SHARE_ENV] = str(max(1, cpu_share))
 
     try:
         settings = Settings.from_mapping(tomllib.loads(settings_toml))
@@ -83,7 +88,9 @@ def run_batch(videos: list[str | os.PathLike], settings: Settings, output_root: 
         raise NapariTrexError("two videos have the same name: their results would go to the same "
                               "folder; give them distinct names")
     text = settings.to_toml()
-    tasks = [dask.delayed(_safe_task, pure=False)(str(v), str(o), text, identify, overwrite)
+    local = isinstance(scheduler, str) and "://" not in scheduler
+    share = min(len(videos), os.cpu_count() or 1) if local and scheduler != "synchronous" else 1
+    tasks = [dask.delayed(_safe_task, pure=False)(str(v), str(o), text, identify, overwrite, share)
              for v, o in zip(videos, outputs)]
     if isinstance(scheduler, str) and "://" in scheduler:
         from .scheduling import distributed_client

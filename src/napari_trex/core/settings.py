@@ -164,6 +164,9 @@ class Settings(BaseModel):
                                                   "", "identification")
     gpu_accumulation_max_segments: int = _p(15, "Most global segments tried during accumulation",
                                             "segments", "identification", ge=1)
+    seed: int = _p(0, "Random seed of the identification network (initial weights, training "
+                   "order): the same seed gives the same identities on a CPU", "", "identification",
+                   ge=0)
     gpu_torch_device: Literal["automatic", "cuda", "mps", "cpu"] = _p(
         "automatic", "Where the network runs; automatic = CUDA, then Apple MPS, then CPU", "",
         "identification")

@@ -21,12 +21,24 @@ from ..tracklets import IDENTITY_CHANGED, Tracklets
 AMBIGUITY = 0.6
 
 
+def sliding_majority(ids: np.ndarray, window: int, n_classes: int) -> np.ndarray:
+    """Per position k, the most frequent id among ``ids[k - window + 1 .. k]`` (ties: the
+    smaller id)."""
+    onehot = np.eye(n_classes, dtype=np.int64)[ids]
+    counts = np.cumsum(onehot, axis=0)
+    before = np.vstack([np.zeros((window, n_classes), np.int64), counts[:-window]]) \
+        if len(ids) > window else np.zeros_like(counts)
+    return (counts - before[:len(ids)]).argmax(axis=1)
+
+
 def split_suspicious_tracklets(result: TrackingResult, sample_frames: np.ndarray,
                                sample_tracklets: np.ndarray, probs: np.ndarray, fps: float
                                ) -> tuple[TrackingResult, np.ndarray, list[tuple[int, int]]]:
     """Split tracklets of at least 2·fps frames where the predicted identity changes for good.
 
-    TRex (§4.7 step 2): a sliding median over 2·fps frames of the per-frame argmax id; where
+    TRex (§4.7 step 2) uses a sliding median over 2·fps frames of the per-frame argmax id; a
+    median of class numbers means nothing for three or more animals (ids 2, 2, 2, 0, 0, 1, 1
+    have the median 1), so here it is the majority vote of the window. Where
     it changes and the new id persists to the end of the window, the tracklet is cut at the
     frame the new id first appears. Returns the updated result, the samples' tracklet ids
     and the (old tracklet, frame) of every cut.
@@ -48,7 +60,7 @@ def split_suspicious_tracklets(result: TrackingResult, sample_frames: np.ndarray
         w = max(3, window_frames // stride)
         if len(ids) < 2 * w:
             continue
-        medians = np.array([int(np.median(ids[max(0, k - w + 1): k + 1])) for k in range(len(ids))])
+        medians = sliding_majority(ids, w, probs.shape[1])
         current = medians[w - 1]
         piece = tid
         for k in range(w, len(ids)):

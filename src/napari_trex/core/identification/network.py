@@ -11,9 +11,11 @@ plain words for the terminal and the GUI.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -58,11 +60,30 @@ def device_in_words(device: torch.device) -> str:
     return f"CPU only ({torch.get_num_threads()} threads) — training will be slower"
 
 
+CPU_SHARE_ENV = "NAPARI_TREX_CPU_SHARE"  # set by a batch: how many runs share this machine
+
+
 def configure_cpu_threads() -> None:
-    """Use every core for the CPU back end (torch's default can be fewer in containers)."""
+    """Use the cores for the CPU back end (torch's default can be fewer in containers): all of
+    them, or this run's share when a batch runs several at once (``NAPARI_TREX_CPU_SHARE``),
+    so that the runs do not fight over the same cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        share = max(1, int(os.environ.get(CPU_SHARE_ENV, "1")))
+    except ValueError:
+        share = 1
     if cores:
-        torch.set_num_threads(max(1, cores))
+        torch.set_num_threads(max(1, cores // share))
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Run a block with torch's random numbers seeded, and give the caller's random state back
+    afterwards (the napari process's global generator is not reset behind its back)."""
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class IdentityNetwork(nn.Module):

@@ -24,14 +24,17 @@ from ..progress import progress_events
 from ..settings import Settings
 from ..video import Video
 from .assignment import TrackletIdentities, assign_identities, split_suspicious_tracklets
-from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device,
+from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device, seeded,
                       load_weights, predict)
-from .samples import SampleParams, Samples, class_cap, cut_samples, regular_subsample
+from .samples import (SampleParams, Samples, check_holdout, class_cap, cut_samples, holdout_split,
+                      regular_subsample)
 from .training import TrainingConfig, UnitResult, label_candidate, train_unit_events, uniqueness
 
 Event = dict[str, Any]
 DISCRIMINATION_FRAMES = 333
 PREDICT_PER_TRACKLET = 60  # images averaged per tracklet when applying (evenly spread)
+PROBE_IMAGES = 100  # images per tracklet inside a segment to label it with the network
+ACCEPT_SHARE_OF_BEST = 0.98  # a segment is accepted if uniqueness stays >= this x the best so far
 PREDICT_LONG_TRACKLET = 1000  # ... and for tracklets of >= 2·fps frames (switch detection)
 
 
@@ -133,7 +136,7 @@ def identify_events(
     target = settings.accepted_uniqueness(n)
     config = TrainingConfig(n_identities=n, size=params.size, learning_rate=settings.gpu_learning_rate,
                             max_epochs=settings.gpu_max_epochs, accepted_uniqueness=target,
-                            min_iterations=settings.gpu_min_iterations)
+                            min_iterations=settings.gpu_min_iterations, seed=settings.seed)
     steps: list[dict[str, Any]] = []
     train_set: Samples | None = None
     val_set: Samples | None = None
@@ -152,7 +155,8 @@ def identify_events(
         yield {"stage": "loaded", "message": f"loaded weights, uniqueness {best_u:.3f}",
                "uniqueness": best_u}
     else:
-        model = IdentityNetwork(n, params.size).to(device)
+        with seeded(settings.seed, device):  # the same seed, the same initial weights
+            model = IdentityNetwork(n, params.size).to(device)
         best_u = 0.0
 
     if not apply_only:
@@ -164,6 +168,7 @@ def identify_events(
         order = np.argsort(segments.rank)
         tid_matrix = run.result.tracklet_of
         used: set[int] = set()
+        trained_label: dict[int, int] = {}  # tracklet -> the identity it was trained as
         cap = None
 
         def segment_tracklets(k: int) -> list[int]:
@@ -178,10 +183,24 @@ def identify_events(
             index = np.concatenate(chosen)
             label_of = np.concatenate([np.full(len(c), label) for c, label in zip(chosen, labels)])
             samples = yield from cut(index, label_of, why="cutting training images")
-            is_val = np.zeros(len(samples), bool)
-            for t in tracklets:  # 25 % of each tracklet for validation, regular stride in time
-                is_val[np.flatnonzero(samples.tracklet == t)[::4]] = True
-            return samples.subset(np.flatnonzero(~is_val)), samples.subset(np.flatnonzero(is_val))
+            for t, label in zip(tracklets, labels):
+                trained_label[t] = int(label)
+            # a fixed hold-out: blocks of frames, never next to a training image; each
+            # tracklet is cut once, so an image never changes sides between steps
+            is_train, is_val = holdout_split(samples.frame, samples.tracklet, run.fps)
+            train, val = samples.subset(np.flatnonzero(is_train)), samples.subset(np.flatnonzero(is_val))
+            check_holdout(train, val, min_gap=2)
+            return train, val
+
+        def probe_segment(k: int, tracklets: list[int]) -> Generator[Event, None, Samples]:
+            """A few images of each tracklet inside segment ``k``: enough to label it."""
+            a, b = int(segments.start[k]), int(segments.end[k])
+            index = []
+            for t in tracklets:
+                mine = requests.of_tracklets([t])
+                inside = mine[(requests.frames[mine] >= a) & (requests.frames[mine] <= b)]
+                index.append(regular_subsample(inside, PROBE_IMAGES))
+            return (yield from cut(np.concatenate(index), why=f"cutting images of segment {a}-{b}"))
 
         def unit_events(label: str, *args: Any, **kwargs: Any) -> Generator[Event, None, UnitResult]:
             """Train one unit, passing every epoch on as an event."""
@@ -203,10 +222,14 @@ def identify_events(
         if weights is None:
             train_set, val_set = yield from labelled(tracklets, list(range(n)))
         else:  # continue: label the best segment with the loaded network
-            probe = yield from cut(requests.of_tracklets(tracklets))
+            probe = yield from probe_segment(first, tracklets)
             mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet, n,
                                            settings.recognition_segment_add_factor)
-            labels = [mapping[t] for t in tracklets] if mapping else list(range(n))
+            if mapping is None:  # never fall back to the slot numbers: they are not identities
+                raise NapariTrexError(f"the loaded network cannot tell the animals of the best "
+                                      f"segment apart ({why}): press Start to train from scratch, "
+                                      "or load weights of these animals")
+            labels = [mapping[t] for t in tracklets]
             train_set, val_set = yield from labelled(tracklets, labels)
         used.update(tracklets)
         yield {"stage": "training", "message": f"initial unit on frames {segments.start[first]}-"
@@ -231,11 +254,11 @@ def identify_events(
                 if should_stop is not None and should_stop():
                     raise Cancelled("identification cancelled")
                 tracklets = segment_tracklets(int(k))
-                if all(t in used for t in tracklets):
+                new = [t for t in tracklets if t not in used]  # trained ones are not cut again
+                if not new:
                     continue
                 tried += 1
-                probe = yield from cut(requests.of_tracklets(tracklets),
-                                       why=f"cutting images of segment {int(segments.start[k])}")
+                probe = yield from probe_segment(int(k), tracklets)
                 counts = np.array([(probe.tracklet == t).sum() for t in tracklets])
                 rng = [int(segments.start[k]), int(segments.end[k])]
                 if counts.min() <= 5:
@@ -249,7 +272,15 @@ def identify_events(
                     yield {"stage": "step", "step": len(steps) - 1, "accepted": False,
                            "message": f"segment {rng}: rejected ({why})"}
                     continue
-                new_train, new_val = yield from labelled(tracklets, [mapping[t] for t in tracklets])
+                clash = [t for t in tracklets if t in trained_label and mapping[t] != trained_label[t]]
+                if clash:  # the network now names a trained tracklet otherwise: not trusted
+                    why = "ConflictsWithTraining"
+                    steps.append({"step": len(steps), "range": rng, "status": "rejected", "reason": why})
+                    yield {"stage": "step", "step": len(steps) - 1, "accepted": False,
+                           "message": f"segment {rng}: rejected ({why})"}
+                    continue
+                remembered = dict(trained_label)
+                new_train, new_val = yield from labelled(new, [mapping[t] for t in new])
                 salt = _salt(train_set, cap)
                 candidate_train = Samples.concatenate([salt, new_train])
                 candidate_val = Samples.concatenate([val_set, new_val])
@@ -258,15 +289,18 @@ def identify_events(
                                               candidate_train.label, candidate_val.images,
                                               candidate_val.label, disc, config, device,
                                               previous_best=best_u)
-                accepted = unit.uniqueness >= 0.98 * best_u
+                # one rule: a segment that keeps the uniqueness within 2 % of the best (TRex)
+                # keeps its images and the weights trained with them; otherwise both go
+                accepted = unit.uniqueness >= ACCEPT_SHARE_OF_BEST * best_u
                 if accepted:
                     train_set = Samples.concatenate([train_set, new_train])
                     val_set = candidate_val
                     used.update(tracklets)
-                if unit.uniqueness >= best_u:
-                    best_u = unit.uniqueness
+                    best_u = max(best_u, unit.uniqueness)
                 else:
                     model.load_state_dict(saved)
+                    trained_label.clear()
+                    trained_label.update(remembered)
                 status = "accepted" if accepted else "rejected"
                 steps.append({"step": len(steps), "range": rng, "status": status,
                               "uniqueness": unit.uniqueness, "epochs": unit.epochs,
@@ -278,10 +312,10 @@ def identify_events(
 
         # -- final step on all images ------------------------------------------------------------
         if settings.gpu_accumulation_enable_final_step and train_set is not None:
-            everything = Samples.concatenate([train_set, val_set])
+            # every training image at once; the hold-out stays out (it validates this step too)
             saved = {key: v.clone() for key, v in model.state_dict().items()}
             epochs = max(3, int(0.25 * settings.gpu_max_epochs))
-            unit = yield from unit_events("final step", model, everything.images, everything.label,
+            unit = yield from unit_events("final step", model, train_set.images, train_set.label,
                                           val_set.images, val_set.label, disc, config, device,
                                           previous_best=best_u, max_epochs=epochs, final=True)
             kept = unit.uniqueness >= best_u

@@ -170,3 +170,50 @@ def regular_subsample(index: np.ndarray, cap: int) -> np.ndarray:
     if len(index) <= cap:
         return index
     return index[np.linspace(0, len(index) - 1, cap).round().astype(int)]
+
+
+HOLDOUT_EVERY = 4  # one block of consecutive frames in this many is held out for validation
+
+
+def holdout_split(frames: np.ndarray, tracklets: np.ndarray, fps: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` masks over images: per tracklet, its frames in blocks of
+    consecutive frames (about an eighth of its span, at most a second), every
+    :data:`HOLDOUT_EVERY`-th block held out, and training images closer than a quarter of a block
+    to a held-out one left out of both. Consecutive frames of one animal look almost alike: a
+    validation image between two training neighbours only measures memory, and the "every
+    validation image right" stopping rule would fire on it."""
+    train = np.zeros(len(frames), bool)
+    val = np.zeros(len(frames), bool)
+    for t in np.unique(tracklets):
+        mine = np.flatnonzero(tracklets == t)
+        f = frames[mine]
+        span = int(f.max() - f.min()) + 1
+        block = int(np.clip(span // 8, 1, max(1, round(fps))))
+        held = ((f - f.min()) // block) % HOLDOUT_EVERY == HOLDOUT_EVERY // 2
+        if not held.any() or held.all():
+            train[mine] = True  # too short to hold anything out: all for training
+            continue
+        gap = max(1, block // 4)
+        held_frames = np.sort(f[held])
+        k = np.searchsorted(held_frames, f)
+        nearest = np.minimum(np.abs(f - held_frames[np.clip(k, 0, len(held_frames) - 1)]),
+                             np.abs(f - held_frames[np.clip(k - 1, 0, len(held_frames) - 1)]))
+        val[mine[held]] = True
+        train[mine[~held & (nearest > gap)]] = True
+    return train, val
+
+
+def check_holdout(train: Samples, val: Samples, min_gap: int) -> None:
+    """Refuse a split where a validation image has a training image of the same tracklet
+    within ``min_gap`` frames (what leaks memorised neighbours into validation)."""
+    from ..errors import NapariTrexError
+
+    for t in np.intersect1d(np.unique(train.tracklet), np.unique(val.tracklet)):
+        a = np.sort(train.frame[train.tracklet == t])
+        b = val.frame[val.tracklet == t]
+        k = np.clip(np.searchsorted(a, b), 0, len(a) - 1)
+        nearest = np.minimum(np.abs(a[k] - b), np.abs(a[np.maximum(k - 1, 0)] - b))
+        if (nearest < min_gap).any():
+            raise NapariTrexError(f"validation images of tracklet {int(t)} lie within {min_gap} "
+                                  "frames of training images: the validation would measure memory")

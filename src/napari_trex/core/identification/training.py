@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import Cancelled
-from .network import IdentityNetwork, predict, to_tensor
+from .network import IdentityNetwork, predict, seeded, to_tensor
 
 EPOCH_UNIQUENESS_FRAMES = 100
 NOTHING_LEFT_LOSS = 1e-3  # validation loss below this, every image right: more epochs only cost time
@@ -140,7 +140,20 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                       ) -> Generator[dict[str, float], None, UnitResult]:
     """Train until a stopping rule of §4.3 fires, yielding each epoch's figures; the best
     state by uniqueness is kept and restored at the end."""
-    torch.manual_seed(config.seed)
+    with seeded(config.seed, device):  # dropout draws from torch's generator: seeded, given back
+        return (yield from _train_unit_events(model, train_images, train_labels, val_images,
+                                              val_labels, discrimination, config, device,
+                                              previous_best=previous_best, max_epochs=max_epochs,
+                                              final=final, should_stop=should_stop))
+
+
+def _train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_labels: np.ndarray,
+                       val_images: np.ndarray, val_labels: np.ndarray,
+                       discrimination: tuple[np.ndarray, np.ndarray], config: TrainingConfig,
+                       device: torch.device, *, previous_best: float = 0.0,
+                       max_epochs: int | None = None, final: bool = False,
+                       should_stop: Callable[[], bool] | None = None
+                       ) -> Generator[dict[str, float], None, UnitResult]:
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = nn.CrossEntropyLoss()
