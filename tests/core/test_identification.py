@@ -423,3 +423,48 @@ def test_a_batch_run_takes_its_share_of_the_cores(monkeypatch):
         assert torch.get_num_threads() == 8
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_resting_animal_gets_the_same_crop_whichever_way_motion_guessed():
+    """A resting animal gives motion nothing to tell head from tail: two tracklets of it can
+    get headings 180° apart. Its crops then follow its shape (the heavier end to the right)."""
+    from napari_trex.core.identification.samples import SampleParams, crop_sample
+    from napari_trex.core.results import heading_angles
+
+    frame = np.zeros((80, 80), np.float32)
+    yy, xx = np.mgrid[:80, :80]
+    frame[(yy - 40) ** 2 + (xx - 46) ** 2 <= 36] = 200  # a heavy head on the right...
+    frame[38:43, 26:46] = 200  # ...and a thin tail to the left
+    ys, xs = np.nonzero(frame)
+    cx, cy = xs.mean(), ys.mean()
+    params = SampleParams(size=(32, 32), threshold=15)
+    one = crop_sample(frame, cx, cy, 0.0, params, by_shape=True)
+    other = crop_sample(frame, cx, cy, np.pi, params, by_shape=True)
+    assert np.abs(one.astype(int) - other.astype(int)).mean() < 2
+    guessed = crop_sample(frame, cx, cy, np.pi, params)  # what motion-only orientation gave
+    assert np.abs(one.astype(int) - guessed.astype(int)).mean() > 10
+
+    resting = _result([(0, 0, 49), (1, 0, 49)])
+    det = resting.detections
+    det.columns["x"][:50] = 20 + 0.05 * np.random.default_rng(1).standard_normal(50)  # jitter
+    det.columns["x"][50:] = np.linspace(10, 60, 50)  # slot 1 walks along x
+    _, decided = heading_angles(resting, with_decided=True)
+    assert not decided[:50].any() and decided[50:].all()
+
+
+def test_uniqueness_counts_frames_that_show_every_animal_and_not_the_training_frames():
+    from napari_trex.core.identification.pipeline import untrained
+
+    confused = np.array([[.9, .05, .05], [.8, .1, .1], [.1, .1, .8]])  # 2 of 3 distinct
+    alone = np.array([[.9, .05, .05]])  # one animal in view: trivially "all distinct"
+    probs = np.concatenate([np.tile(confused, (25, 1)), np.tile(alone, (25, 1))])
+    frames = np.concatenate([np.repeat(np.arange(25), 3), np.arange(25, 50)])
+    full = uniqueness(probs[:75], frames[:75])
+    assert uniqueness(probs, frames, n_identities=3) == pytest.approx(full)
+    assert uniqueness(probs, frames) > full + 0.1  # TRex's plain mean flatters the network
+    images = np.zeros((100, 2, 2))
+    disc_frames = np.arange(100)
+    kept_images, kept_frames = untrained((images, disc_frames), [(0, 49)])
+    assert kept_frames.min() == 50 and len(kept_images) == 50
+    _, all_frames = untrained((images, disc_frames), [(0, 89)])  # too few left: all of them
+    assert len(all_frames) == 100

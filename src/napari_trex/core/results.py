@@ -39,20 +39,26 @@ from .tracking import TrackingResult
 from .tracklets import GlobalSegments, Tracklets, reason_names
 from .video import VideoInfo
 
+MIN_MOVING_FRAMES = 3  # frames of motion needed before motion tells head from tail
+DECIDED_AGREEMENT = 0.3  # mean cos(heading - direction of motion) needed to trust it
 IDENTIFICATION_FILES = ("identities.npz", "identification.json", "identification_weights.pt")
 OUTPUT_FILES = ("trajectories.csv", "tracklets.csv", "global_segments.csv", "settings.toml",
                 "detections.npz", "tracking.npz", "run.json")
 
 
-def heading_angles(result: TrackingResult) -> np.ndarray:
+def heading_angles(result: TrackingResult, with_decided: bool = False) -> Any:
     """Per detection row: the moment orientation turned into a heading (head direction).
 
     Orientation from moments is only defined modulo 180°. Within each tracklet the angle is
     first made continuous (each frame flipped to within 90° of the previous one), then the
-    whole tracklet is flipped if that points against its direction of motion.
+    whole tracklet is flipped if that points against its direction of motion. An animal that
+    rests (too little motion to say where its head is) keeps the moment orientation;
+    ``with_decided`` also returns, per row, whether motion decided (identification then
+    orients those crops by their shape instead, see ``samples.crop_sample``).
     """
     det = result.detections
     heading = det["angle"].astype(float).copy()
+    decided = np.zeros(len(heading), bool)
     for tid, slot, a, b in zip(result.tracklets.id, result.tracklets.individual,
                                result.tracklets.start, result.tracklets.end):
         rows = result.assignment[a: b + 1, slot]
@@ -68,11 +74,15 @@ def heading_angles(result: TrackingResult) -> np.ndarray:
             vy = np.gradient(det["y"][rows].astype(float))
             moving = np.hypot(vx, vy) > 0.5
             if moving.any():
-                agreement = np.cos(angles[moving] - np.arctan2(vy[moving], vx[moving])).sum()
+                along = np.cos(angles[moving] - np.arctan2(vy[moving], vx[moving]))
+                agreement = along.sum()
                 if agreement < 0:
                     angles += np.pi
+                # motion decides only where the animal moves along its body, clearly one way
+                decided[rows] = moving.sum() >= MIN_MOVING_FRAMES and \
+                    abs(agreement) >= DECIDED_AGREEMENT * moving.sum()
         heading[rows] = (angles + np.pi) % (2 * np.pi) - np.pi
-    return heading
+    return (heading, decided) if with_decided else heading
 
 
 def trajectory_table(run: TrackingRun, identities: Any = None) -> dict[str, np.ndarray]:

@@ -67,7 +67,7 @@ class _Requests:
         from ..results import heading_angles
 
         self.run = run
-        self.heading = heading_angles(run.result)
+        self.heading, self.decided = heading_angles(run.result, with_decided=True)
         self.frames, self.slots = _eligible(run)
         self.tracklet = run.result.tracklet_of[self.frames, self.slots]
 
@@ -77,8 +77,10 @@ class _Requests:
         det_rows = r.assignment[f, s]
         x, y = r.detections["x"][det_rows], r.detections["y"][det_rows]
         lab = np.broadcast_to(np.asarray(labels), f.shape)
-        return [(int(a), int(b), int(c), float(d), float(e), float(h), int(g)) for a, b, c, d, e, h, g in
-                zip(f, s, self.tracklet[index], x, y, self.heading[det_rows], lab)]
+        return [(int(a), int(b), int(c), float(d), float(e), float(h), int(g), bool(k))
+                for a, b, c, d, e, h, g, k in zip(f, s, self.tracklet[index], x, y,
+                                                  self.heading[det_rows], lab,
+                                                  ~self.decided[det_rows])]
 
     def of_tracklets(self, tracklets: list[int]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.tracklet, tracklets))
@@ -138,6 +140,7 @@ def identify_events(
                             max_epochs=settings.gpu_max_epochs, accepted_uniqueness=target,
                             min_iterations=settings.gpu_min_iterations, seed=settings.seed)
     steps: list[dict[str, Any]] = []
+    trained_ranges: list[tuple[int, int]] = []  # frames trained on: uniqueness is measured elsewhere
     train_set: Samples | None = None
     val_set: Samples | None = None
 
@@ -151,7 +154,7 @@ def identify_events(
             raise NapariTrexError(f"{source} is for {model.n_identities} animals and "
                                   f"{model.size[0]}x{model.size[1]} px images, not {n} and "
                                   f"{params.size[0]}x{params.size[1]}")
-        best_u = uniqueness(predict(model, disc[0], device), disc[1])
+        best_u = uniqueness(predict(model, disc[0], device), disc[1], n)
         yield {"stage": "loaded", "message": f"loaded weights, uniqueness {best_u:.3f}",
                "uniqueness": best_u}
     else:
@@ -234,8 +237,10 @@ def identify_events(
         used.update(tracklets)
         yield {"stage": "training", "message": f"initial unit on frames {segments.start[first]}-"
                f"{segments.end[first]} ({len(train_set)} images)", "step": 0}
+        trained_ranges.append((int(segments.start[first]), int(segments.end[first])))
         unit = yield from unit_events("initial unit", model, train_set.images, train_set.label,
-                                      val_set.images, val_set.label, disc, config, device,
+                                      val_set.images, val_set.label,
+                                      untrained(disc, trained_ranges), config, device,
                                       previous_best=best_u)
         best_u = max(best_u, unit.uniqueness)
         steps.append({"step": 0, "range": [int(segments.start[first]), int(segments.end[first])],
@@ -285,9 +290,11 @@ def identify_events(
                 candidate_train = Samples.concatenate([salt, new_train])
                 candidate_val = Samples.concatenate([val_set, new_val])
                 saved = {key: v.clone() for key, v in model.state_dict().items()}
+                candidate_ranges = [*trained_ranges, (rng[0], rng[1])]
                 unit = yield from unit_events(f"segment {rng}", model, candidate_train.images,
                                               candidate_train.label, candidate_val.images,
-                                              candidate_val.label, disc, config, device,
+                                              candidate_val.label,
+                                              untrained(disc, candidate_ranges), config, device,
                                               previous_best=best_u)
                 # one rule: a segment that keeps the uniqueness within 2 % of the best (TRex)
                 # keeps its images and the weights trained with them; otherwise both go
@@ -296,6 +303,7 @@ def identify_events(
                     train_set = Samples.concatenate([train_set, new_train])
                     val_set = candidate_val
                     used.update(tracklets)
+                    trained_ranges[:] = candidate_ranges
                     best_u = max(best_u, unit.uniqueness)
                 else:
                     model.load_state_dict(saved)
@@ -316,7 +324,8 @@ def identify_events(
             saved = {key: v.clone() for key, v in model.state_dict().items()}
             epochs = max(3, int(0.25 * settings.gpu_max_epochs))
             unit = yield from unit_events("final step", model, train_set.images, train_set.label,
-                                          val_set.images, val_set.label, disc, config, device,
+                                          val_set.images, val_set.label,
+                                          untrained(disc, trained_ranges), config, device,
                                           previous_best=best_u, max_epochs=epochs, final=True)
             kept = unit.uniqueness >= best_u
             if kept:
@@ -357,7 +366,9 @@ def identify_events(
     max_speed_px = run.settings.track_max_speed / run.settings.pixel_size_cm(run.video_info.width)
     identities = assign_identities(tracking, sample_tracklets, probs, n, run.fps,
                                    settings.manual_matches, max_speed_px)
-    final_u = uniqueness(predict(model, disc[0], device), disc[1]) if len(disc[0]) else 0.0
+    final_disc = untrained(disc, trained_ranges)
+    final_u = uniqueness(predict(model, final_disc[0], device), final_disc[1], n) \
+        if len(final_disc[0]) else 0.0
     run.result = tracking  # only now, after success: split tracklets become the run's tracklets
     elapsed = time.perf_counter() - started
     share = _share_identified(run, identities)
@@ -366,6 +377,22 @@ def identify_events(
            "have an identity"}
     return IdentificationResult(identities, final_u, model, device_name, steps, train_set, val_set, elapsed,
                                 settings)
+
+
+UNTRAINED_FRAMES_MIN = 30  # frames left outside training needed to measure uniqueness there
+
+
+def untrained(disc: tuple[np.ndarray, np.ndarray], ranges: list[tuple[int, int]]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The discrimination images outside the frames trained on: uniqueness measured on
+    training frames would reward memory. All of them when too few frames would be left."""
+    images, frames = disc
+    inside = np.zeros(len(frames), bool)
+    for a, b in ranges:
+        inside |= (frames >= a) & (frames <= b)
+    if not inside.any() or len(np.unique(frames[~inside])) < UNTRAINED_FRAMES_MIN:
+        return disc
+    return images[~inside], frames[~inside]
 
 
 def _salt(train: Samples, cap: int | None) -> Samples:

@@ -39,7 +39,8 @@ class SampleParams:
         return self.normalization != "none"
 
 
-def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: SampleParams) -> np.ndarray:
+def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: SampleParams,
+                by_shape: bool = False) -> np.ndarray:
     """The normalised crop of the animal centred at (x, y) whose head points at ``heading``.
 
     Only the connected foreground around the centre is kept (other animals nearby are
@@ -74,7 +75,23 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
     offset = centre_in - matrix @ centre_out
     out = ndimage.affine_transform(window, matrix, offset=offset, output_shape=(height, width),
                                    order=1, mode="constant", cval=0.0)
+    if by_shape and params.rotate and _skew_along_x(out) > 0:
+        out = out[::-1, ::-1]  # heavier end to the left: turn it round, as every crop of it
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _skew_along_x(crop: np.ndarray) -> float:
+    """Third moment of the crop's mass along x: negative when the heavier end of the body is
+    on the right (the thin end trails to the left). Where motion cannot tell head from tail (a
+    resting animal), this orients every crop of the animal the same way (its heavier end to
+    the right), instead of at random."""
+    total = float(crop.sum())
+    if total <= 0:
+        return 0.0
+    xs = np.arange(crop.shape[1], dtype=float)
+    mass = crop.sum(axis=0)
+    mean = float((mass * xs).sum() / total)
+    return float((mass * (xs - mean) ** 3).sum())
 
 
 @dataclass
@@ -108,11 +125,12 @@ class Samples:
                      for f in ("images", "frame", "slot", "tracklet", "label")))
 
 
-def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple[int, int, int, float, float, float, int]],
+def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple],
                 params: SampleParams, should_stop: Callable[[], bool] | None = None,
                 progress: Callable[..., None] | None = None,
                 message: str = "cutting image samples") -> Samples:
-    """Cut crops for ``(frame, slot, tracklet, x, y, heading, label)`` requests in one pass.
+    """Cut crops for ``(frame, slot, tracklet, x, y, heading, label[, by_shape])`` requests in
+    one pass (``by_shape``: head and tail from the crop's shape, for resting animals).
 
     Frames are visited in increasing order; runs of nearby frames are decoded sequentially,
     isolated ones are read directly, so the cost follows the frames actually needed.
@@ -135,8 +153,9 @@ def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple[i
                 raise Cancelled("cancelled while cutting image samples")
             diff = absolute_difference(frame, bg)
             for k in by_frame[index]:
-                _, _, _, x, y, heading, _ = reqs[k]
-                images[k] = crop_sample(diff, x, y, heading, params)
+                x, y, heading = reqs[k][3:6]
+                by_shape = len(reqs[k]) > 7 and bool(reqs[k][7])
+                images[k] = crop_sample(diff, x, y, heading, params, by_shape)
             done += 1
             if progress is not None and (done % 25 == 0 or done == len(frames)):
                 progress(done, len(frames), message)

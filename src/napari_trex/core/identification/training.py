@@ -64,10 +64,27 @@ def uniqueness_per_frame(probs: np.ndarray, frames: np.ndarray) -> tuple[np.ndar
     return unique_frames, values
 
 
-def uniqueness(probs: np.ndarray, frames: np.ndarray) -> float:
-    """TRex's uniqueness: the mean over frames of U_f (0 when there are no images)."""
-    _, values = uniqueness_per_frame(probs, frames)
-    return float(values.mean()) if len(values) else 0.0
+COMPLETE_FRAMES_MIN = 20  # frames with every animal needed to measure uniqueness on them alone
+
+
+def uniqueness(probs: np.ndarray, frames: np.ndarray, n_identities: int | None = None) -> float:
+    """TRex's uniqueness: the mean over frames of U_f (0 when there are no images).
+
+    With ``n_identities``: a frame that shows fewer animals is easier to tell apart (two images
+    are "all distinct" more easily than N), so only frames with all N animals count when there
+    are at least :data:`COMPLETE_FRAMES_MIN` of them; otherwise every frame counts in
+    proportion to the animals it shows."""
+    f, values = uniqueness_per_frame(probs, frames)
+    if not len(values):
+        return 0.0
+    if n_identities:
+        shown = np.bincount(np.searchsorted(f, frames), minlength=len(f))
+        complete = shown >= n_identities
+        if complete.sum() >= COMPLETE_FRAMES_MIN:
+            return float(values[complete].mean())
+        weight = np.minimum(shown, n_identities) / n_identities
+        return float((values * weight).sum() / weight.sum())
+    return float(values.mean())
 
 
 def frame_subsample(frames: np.ndarray, max_frames: int) -> np.ndarray:
@@ -193,7 +210,8 @@ def _train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_l
             worst = min(float(hits[val_labels == c].mean()) for c in np.unique(val_labels))
             picked = probs_val[np.arange(len(val_labels)), val_labels]
             val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean())
-        u = uniqueness(predict(model, quick_images, device), quick_frames) if len(quick_images) else 0.0
+        u = uniqueness(predict(model, quick_images, device), quick_frames,
+                       config.n_identities) if len(quick_images) else 0.0
         record = {"epoch": epoch, "loss": total / max(1, seen), "val_loss": val_loss,
                   "uniqueness": u, "worst_class_accuracy": worst}
         history.append(record)
@@ -229,7 +247,7 @@ def _train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_l
             break
     model.load_state_dict(best_state)
     if len(quick_images) < len(disc_images):
-        best_u = uniqueness(predict(model, disc_images, device), disc_frames)
+        best_u = uniqueness(predict(model, disc_images, device), disc_frames, config.n_identities)
     return UnitResult(max(best_u, 0.0), epoch, history, reason)
 
 
