@@ -178,14 +178,17 @@ def test_progress_is_reported_and_cancel_stops_the_run():
                     should_stop=lambda: True)
 
 
-def test_detection_over_processes_matches_threads():
-    synthetic = generate(n_individuals=3, n_frames=60, size=256, seed=2)
+@pytest.mark.parametrize("other, n_frames", [("processes", 60), ("synchronous", 90)],
+                         ids=["detection over processes", "tracking after detection"])
+def test_every_scheduler_gives_the_tracking_that_follows_detection_in_threads(other, n_frames):
+    """Detection in processes, or tracking once detection is complete, changes nothing."""
+    synthetic = generate(n_individuals=3, n_frames=n_frames, size=256, seed=2)
     video = ArrayVideo(synthetic.frames, 25)
     settings = Settings().updated(track_max_individuals=3)
-    a = track_video(video, settings, scheduler="threads", chunk_frames=20)
-    b = track_video(video, settings, scheduler="processes", chunk_frames=20)
-    assert np.array_equal(a.detections["x"], b.detections["x"])
-    assert np.array_equal(a.result.assignment, b.result.assignment)
+    streamed = track_video(video, settings, scheduler="threads", chunk_frames=20)
+    after = track_video(video, settings, scheduler=other, chunk_frames=20)
+    assert np.array_equal(streamed.result.assignment, after.result.assignment)
+    assert np.array_equal(streamed.detections["x"], after.detections["x"])
 
 
 def test_detection_on_a_dask_distributed_cluster_matches_threads():
@@ -281,13 +284,3 @@ def test_two_animals_resting_side_by_side_keep_their_tracklets():
     assert len(np.unique(ids[:, 0])) <= 2 and len(np.unique(ids[:, 1])) <= 2
     x = run.result.detections["x"][run.result.assignment]
     assert (x[:, 0] < 64).all() == (x[0, 0] < 64) and (np.sign(x[:, 1] - 64) == np.sign(x[0, 1] - 64)).all()
-
-
-def test_tracking_that_follows_detection_matches_tracking_afterwards():
-    synthetic = generate(n_individuals=3, n_frames=90, size=256, seed=2)
-    video = ArrayVideo(synthetic.frames, 25)
-    settings = Settings().updated(track_max_individuals=3)
-    streamed = track_video(video, settings, scheduler="threads", chunk_frames=20)
-    after = track_video(video, settings, scheduler="synchronous", chunk_frames=20)
-    assert np.array_equal(streamed.result.assignment, after.result.assignment)
-    assert np.array_equal(streamed.result.detections["x"], after.result.detections["x"])

@@ -234,7 +234,7 @@ class Settings(BaseModel):
     def _analysis_range(cls, value: tuple[int, int]) -> tuple[int, int]:
         start, end = value
         if start < -1 or end < -1 or (end >= 0 and start > end):
-            raise ValueError(f"analysis_range [{start}, {end}]: give [start, end] with start <= end "
+            raise ValueError(f"[{start}, {end}]: give [start, end] with start <= end "
                              "(frame numbers from 0; -1 = the video's first / last frame)")
         return value
 

@@ -157,98 +157,87 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                       ) -> Generator[dict[str, float], None, UnitResult]:
     """Train until a stopping rule of §4.3 fires, yielding each epoch's figures; the best
     state by uniqueness is kept and restored at the end."""
-    with seeded(config.seed, device):  # dropout draws from torch's generator: seeded, given back
-        return (yield from _train_unit_events(model, train_images, train_labels, val_images,
-                                              val_labels, discrimination, config, device,
-                                              previous_best=previous_best, max_epochs=max_epochs,
-                                              final=final, should_stop=should_stop))
-
-
-def _train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_labels: np.ndarray,
-                       val_images: np.ndarray, val_labels: np.ndarray,
-                       discrimination: tuple[np.ndarray, np.ndarray], config: TrainingConfig,
-                       device: torch.device, *, previous_best: float = 0.0,
-                       max_epochs: int | None = None, final: bool = False,
-                       should_stop: Callable[[], bool] | None = None
-                       ) -> Generator[dict[str, float], None, UnitResult]:
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_fn = nn.CrossEntropyLoss()
-    x_train = to_tensor(train_images, device)
-    y_train = torch.from_numpy(train_labels.astype(np.int64)).to(device)
-    disc_images, disc_frames = discrimination
-    quick = frame_subsample(disc_frames, EPOCH_UNIQUENESS_FRAMES)
-    quick_images, quick_frames = disc_images[quick], disc_frames[quick]
-    bs = batch_size(config.n_identities)
-    steps = max(config.min_iterations, math.ceil(len(x_train) / bs)) if len(x_train) >= 2 else 0
-    shift = max(0, min(2, int(0.05 * min(config.size))))
-    epochs_cap = max_epochs if max_epochs is not None else config.max_epochs
-    best_u, best_state = -1.0, copy.deepcopy(model.state_dict())
-    history: list[dict[str, float]] = []
-    reason = "max epochs"
-    epoch = 0
-    while epochs_cap == 0 or epoch < epochs_cap:
-        if should_stop is not None and should_stop():
-            raise Cancelled("training cancelled")
-        model.train()
-        total, seen = 0.0, 0
-        for idx in _batches(len(x_train), bs, steps, generator):
-            if should_stop is not None and should_stop():  # an epoch can take a minute on a CPU
+    # dropout draws from torch's global generator: seeded for this unit, given back after
+    with seeded(config.seed, device):
+        generator = torch.Generator().manual_seed(config.seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        loss_fn = nn.CrossEntropyLoss()
+        x_train = to_tensor(train_images, device)
+        y_train = torch.from_numpy(train_labels.astype(np.int64)).to(device)
+        disc_images, disc_frames = discrimination
+        quick = frame_subsample(disc_frames, EPOCH_UNIQUENESS_FRAMES)
+        quick_images, quick_frames = disc_images[quick], disc_frames[quick]
+        bs = batch_size(config.n_identities)
+        steps = max(config.min_iterations, math.ceil(len(x_train) / bs)) if len(x_train) >= 2 else 0
+        shift = max(0, min(2, int(0.05 * min(config.size))))
+        epochs_cap = max_epochs if max_epochs is not None else config.max_epochs
+        best_u, best_state = -1.0, copy.deepcopy(model.state_dict())
+        history: list[dict[str, float]] = []
+        reason = "max epochs"
+        epoch = 0
+        while epochs_cap == 0 or epoch < epochs_cap:
+            if should_stop is not None and should_stop():
                 raise Cancelled("training cancelled")
-            idx = idx.to(device)
-            optimizer.zero_grad()
-            loss = loss_fn(model(_shift(x_train[idx], shift, generator)), y_train[idx])
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        epoch += 1
-        probs_val = predict(model, val_images, device) if len(val_images) else np.empty((0, config.n_identities))
-        worst, val_loss = 1.0, float("nan")
-        if len(val_images):
-            hits = probs_val.argmax(axis=1) == val_labels
-            worst = min(float(hits[val_labels == c].mean()) for c in np.unique(val_labels))
-            picked = probs_val[np.arange(len(val_labels)), val_labels]
-            val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean())
-        u = uniqueness(predict(model, quick_images, device), quick_frames,
-                       config.n_identities) if len(quick_images) else 0.0
-        record = {"epoch": epoch, "loss": total / max(1, seen), "val_loss": val_loss,
-                  "uniqueness": u, "worst_class_accuracy": worst}
-        history.append(record)
-        yield record
-        if u > best_u:
-            best_u, best_state = u, copy.deepcopy(model.state_dict())
-        if not final:
-            if u >= config.accepted_uniqueness and u >= 0.98 * previous_best:
-                reason = "uniqueness reached"
+            model.train()
+            total, seen = 0.0, 0
+            for idx in _batches(len(x_train), bs, steps, generator):
+                if should_stop is not None and should_stop():  # an epoch can take a minute on a CPU
+                    raise Cancelled("training cancelled")
+                idx = idx.to(device)
+                optimizer.zero_grad()
+                loss = loss_fn(model(_shift(x_train[idx], shift, generator)), y_train[idx])
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            epoch += 1
+            probs_val = predict(model, val_images, device) if len(val_images) else \
+                np.empty((0, config.n_identities))
+            worst, val_loss = 1.0, float("nan")
+            if len(val_images):
+                hits = probs_val.argmax(axis=1) == val_labels
+                worst = min(float(hits[val_labels == c].mean()) for c in np.unique(val_labels))
+                picked = probs_val[np.arange(len(val_labels)), val_labels]
+                val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean())
+            u = uniqueness(predict(model, quick_images, device), quick_frames,
+                           config.n_identities) if len(quick_images) else 0.0
+            record = {"epoch": epoch, "loss": total / max(1, seen), "val_loss": val_loss,
+                      "uniqueness": u, "worst_class_accuracy": worst}
+            history.append(record)
+            yield record
+            if u > best_u:
+                best_u, best_state = u, copy.deepcopy(model.state_dict())
+            if not final:
+                if u >= config.accepted_uniqueness and u >= 0.98 * previous_best:
+                    reason = "uniqueness reached"
+                    break
+                if (len(history) >= 2 and all(h["worst_class_accuracy"] > 0.97 for h in history[-2:])) \
+                        or worst >= 0.99:
+                    reason = "every identity learnt (validation accuracy)"
+                    break
+            if previous_best > 0 and epoch >= 5 and best_u < previous_best ** 2:
+                reason = "no better than before"
                 break
-            if (len(history) >= 2 and all(h["worst_class_accuracy"] > 0.97 for h in history[-2:])) \
-                    or worst >= 0.99:
-                reason = "every identity learnt (validation accuracy)"
+            if epoch >= 10:
+                last = [h["uniqueness"] for h in history[-6:]]
+                if np.mean(np.abs(np.diff(last))) <= 0.01 / 5 and best_u >= last[-1]:
+                    reason = "uniqueness plateau"
+                    break
+            losses = [h["val_loss"] for h in history if np.isfinite(h["val_loss"])]
+            if len(losses) >= 2 and max(losses[-2:]) < NOTHING_LEFT_LOSS and \
+                    all(h["worst_class_accuracy"] >= 1.0 for h in history[-2:]):
+                reason = "nothing left to learn (validation loss ~0)"
                 break
-        if previous_best > 0 and epoch >= 5 and best_u < previous_best ** 2:
-            reason = "no better than before"
-            break
-        if epoch >= 10:
-            last = [h["uniqueness"] for h in history[-6:]]
-            if np.mean(np.abs(np.diff(last))) <= 0.01 / 5 and best_u >= last[-1]:
-                reason = "uniqueness plateau"
+            if _loss_plateau(losses):
+                reason = "validation loss plateau"
                 break
-        losses = [h["val_loss"] for h in history if np.isfinite(h["val_loss"])]
-        if len(losses) >= 2 and max(losses[-2:]) < NOTHING_LEFT_LOSS and \
-                all(h["worst_class_accuracy"] >= 1.0 for h in history[-2:]):
-            reason = "nothing left to learn (validation loss ~0)"
-            break
-        if _loss_plateau(losses):
-            reason = "validation loss plateau"
-            break
-        if _overfitting(losses, initial=previous_best == 0):
-            reason = "overfitting (validation loss rising)"
-            break
-    model.load_state_dict(best_state)
-    if len(quick_images) < len(disc_images):
-        best_u = uniqueness(predict(model, disc_images, device), disc_frames, config.n_identities)
-    return UnitResult(max(best_u, 0.0), epoch, history, reason)
+            if _overfitting(losses, initial=previous_best == 0):
+                reason = "overfitting (validation loss rising)"
+                break
+        model.load_state_dict(best_state)
+        if len(quick_images) < len(disc_images):
+            best_u = uniqueness(predict(model, disc_images, device), disc_frames, config.n_identities)
+        return UnitResult(max(best_u, 0.0), epoch, history, reason)
 
 
 def _batches(n: int, size: int, steps: int, generator: torch.Generator):
