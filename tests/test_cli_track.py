@@ -119,7 +119,7 @@ def test_track_and_identify_writes_identities_and_reuses_the_tracking(capsys, tm
     assert {int(r["identity"]) for r in identified} == {0, 1, 2}
     tracklets = _rows(out / "tracklets.csv")
     assert {"probability", "n_samples", "source"} <= set(tracklets[0])
-    assert {r["source"] for r in tracklets} <= {"network", "manual", "kinematic", ""}
+    assert {r["source"] for r in tracklets} <= {"network", "manual", "elimination", "inferred", ""}
     assert (out / "identification_weights.pt").is_file() and (out / "identification.json").is_file()
 
 

@@ -174,9 +174,9 @@ def test_identities_conflicts_ambiguity_kinematic_and_manual_first():
     assert ids.identity[0] == 0 and ids.source[0] == "network"
     assert ids.identity[4] == 2
     assert ids.identity[2] == 1
-    # 1 lost its claim; only identity 1 is free during frames 0-49 -> kinematic
-    assert ids.identity[1] == 1 and ids.source[1] == "kinematic"
-    assert ids.identity[3] == 0 and ids.source[3] == "kinematic"
+    # 1 lost its claim; only identity 1 is free during frames 0-49 -> by elimination
+    assert ids.identity[1] == 1 and ids.source[1] == "elimination"
+    assert ids.identity[3] == 0 and ids.source[3] == "elimination"
     # a manual match wins over the network: blob of tracklet 1 in frame 10 is identity 0
     blob = int(result.detections["blob_id"][result.assignment[10, 1]])
     manual = assign_identities(result, groups, probs, 3, fps=25, manual={10: {0: blob}})
@@ -281,7 +281,7 @@ def test_a_short_unidentified_tracklet_bridges_the_gap_between_two_pieces_of_one
     plain = assign_identities(result, groups, probs, 4, fps=25)
     assert plain.identity[1] == -1  # identities 0 and 3 are both free in frames 50-52
     bridged = assign_identities(result, groups, probs, 4, fps=25, max_speed_px=100.0)
-    assert bridged.identity[1] == 0 and bridged.source[1] == "kinematic"
+    assert bridged.identity[1] == 0 and bridged.source[1] == "inferred"
     too_fast = assign_identities(result, groups, probs, 4, fps=25, max_speed_px=10.0)
     assert too_fast.identity[1] == -1  # 1 px/frame = 25 px/s is fine, but not 10 px/s
 
@@ -298,8 +298,8 @@ def test_training_stops_on_a_loss_plateau_and_on_overfitting():
 
 
 def test_a_unit_stops_when_nothing_is_left_to_learn():
-    """Two trivially different identities: the final step (no uniqueness target) stops early
-    once every validation image is right with ~0 loss, instead of running its epoch cap."""
+    """Two trivially different identities: the final step (no uniqueness target) stops after two
+    epochs with every validation image right, instead of running its epoch cap."""
     from napari_trex.core.identification.training import TrainingConfig, train_unit
 
     rng = np.random.default_rng(0)
@@ -311,8 +311,8 @@ def test_a_unit_stops_when_nothing_is_left_to_learn():
                             accepted_uniqueness=0.9, min_iterations=20)
     unit = train_unit(model, images.astype(np.uint8), labels, images.astype(np.uint8), labels,
                       (images.astype(np.uint8), frames), config, torch.device("cpu"), final=True)
-    assert unit.stopped_because.startswith("nothing left to learn")
-    assert unit.epochs < 40 and unit.uniqueness > 0.9
+    assert unit.stopped_because.startswith(("every identity learnt", "nothing left to learn"))
+    assert unit.epochs == 2 and unit.uniqueness > 0.9
 
 
 def test_cancel_is_heard_inside_an_epoch_not_only_between_epochs():
@@ -468,3 +468,112 @@ def test_uniqueness_counts_frames_that_show_every_animal_and_not_the_training_fr
     assert kept_frames.min() == 50 and len(kept_images) == 50
     _, all_frames = untrained((images, disc_frames), [(0, 89)])  # too few left: all of them
     assert len(all_frames) == 100
+
+
+def test_the_automatic_crop_fits_the_animals_and_an_explicit_size_is_kept():
+    from napari_trex.core.identification.samples import automatic_params
+
+    small, why = automatic_params((0, 0), 1.0, 29.0, "moments", 15)
+    assert small.size == (40, 40) and small.scale == 1.0 and "automatic" in why  # 1.3 x 29 -> 40
+    big, _ = automatic_params((0, 0), 1.0, 100.0, "moments", 15)
+    assert big.size == (64, 64) and big.scale == pytest.approx(64 / 130)  # scaled down to fit
+    tiny, _ = automatic_params((0, 0), 1.0, 5.0, "moments", 15)
+    assert tiny.size == (24, 24)  # three poolings still leave 3x3
+    halved, _ = automatic_params((0, 0), 0.5, 60.0, "moments", 15)
+    assert halved.size == (40, 40) and halved.scale == 0.5  # the user's scale applies first
+    explicit, why = automatic_params((80, 64), 0.7, 29.0, "moments", 15)
+    assert explicit.size == (80, 64) and explicit.scale == 0.7 and "recognition_image_size" in why
+
+
+def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop(four_animals,
+                                                                                  monkeypatch, tmp_path):
+    """Crops are kept across steps (cutting means decoding); weights remember the crop they
+    were trained on, so "apply only" with the automatic size cuts the same crops."""
+    import napari_trex.core.identification.pipeline as pipeline
+
+    _, video, settings, run = four_animals
+    asked = []
+    real = pipeline.cut_samples
+
+    def counting(video, background, requests, *args, **kwargs):
+        requests = list(requests)
+        asked.extend((r[0], r[1]) for r in requests)
+        return real(video, background, requests, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "cut_samples", counting)
+    events = []
+    result = identify(run, video, settings.updated(recognition_image_size=[0, 0], gpu_max_epochs=10),
+                      progress=events.append)
+    assert len(asked) == len(set(asked))  # no animal-frame cut twice
+    crops = [e for e in events if e["stage"] == "crops"][0]
+    assert "automatic" in crops["message"] and crops["image_size"][0] % 8 == 0
+    from napari_trex.core.identification.network import save_weights
+
+    save_weights(result.model, tmp_path / "w.pt", {})
+    again = identify(run, video, settings.updated(recognition_image_size=[0, 0]),
+                     weights=str(tmp_path / "w.pt"), apply_only=True)
+    assert tuple(again.model.size) == tuple(crops["image_size"])
+    assert again.model.image_scale == pytest.approx(crops["image_scale"])
+
+
+def test_identity_score_judges_each_identity_on_its_own_animal():
+    """Two animals on top of each other: whatever a per-frame position match pairs them with,
+    each identity sits on its own animal -> right; a swap is wrong; a missing identity too."""
+    from napari_trex.core.evaluation import identity_score
+
+    frames = np.repeat(np.arange(10), 2)
+    truth = {"frame": frames, "identity": np.tile([0, 1], 10),
+             "x": np.tile([100.0, 300.0], 10), "y": np.zeros(20)}
+    truth["x"][18:] = [200.0, 203.0]  # frame 9: they lie on top of each other
+    x = truth["x"].copy()
+    x[18:] = [205.0, 201.0]  # each identity within 5 px of its own animal, 2 px of the other
+    ident = np.tile([5, 7], 10)
+    score = identity_score(frames, ident, x, truth["y"], truth, max_distance=14)
+    assert score.mapping == {5: 0, 7: 1} and score.right == 20 and score.share_right == 1.0
+    swapped = ident.copy()
+    swapped[[2, 3]] = [7, 5]  # frame 1: identities swapped
+    missing = np.ones(20, bool)
+    missing[4] = False  # frame 2: identity 5 lost
+    score = identity_score(frames[missing], swapped[missing], x[missing], truth["y"][missing], truth, 14)
+    assert (score.right, score.wrong, score.missing, score.total) == (17, 2, 1, 20)
+
+
+def test_a_gap_is_retracked_by_where_each_identity_is_expected():
+    """Slots 0 and 1 cross with a 3-frame unidentified piece each in between: both identities
+    are free and reachable there, so elimination cannot decide; the positions interpolated
+    between each identity's pieces before and after do, and the pieces are marked inferred."""
+    result = _result([(0, 0, 49), (0, 50, 52), (0, 53, 99), (1, 0, 49), (1, 50, 52), (1, 53, 99)])
+    det, rows = result.detections, result.assignment
+    det["x"][rows[:, 0]] = 100.0 + np.arange(100)  # identity 0 moves right along y = 0
+    det["x"][rows[:, 1]] = 100.0 + np.arange(100)  # identity 1 moves right along y = 30
+    det["y"][rows[:, 1]] = 30.0
+    det["major"][:] = 10.0
+    vectors = {0: [.9, .1], 2: [.9, .1], 3: [.1, .9], 5: [.1, .9]}
+    groups = np.repeat(list(vectors), 10)
+    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
+    assert ids.identity[1] == 0 and ids.identity[4] == 1
+    assert ids.source[1] == ids.source[4] == "inferred"
+    # the same pieces with the slots swapped in the gap: the identity follows the position
+    result.tracklet_of[50:53] = result.tracklet_of[50:53, ::-1]
+    result.assignment[50:53] = result.assignment[50:53, ::-1]
+    t = result.tracklets
+    t.individual[1], t.individual[4] = 1, 0
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
+    assert ids.identity[1] == 0 and ids.identity[4] == 1  # tracklet 1 now sits on slot 1's row
+
+
+def test_the_share_of_identified_animal_frames_counts_every_expected_animal_frame():
+    from napari_trex.core.identification.assignment import identity_coverage
+
+    # 3 animals expected over 100 frames; the third is never tracked
+    result = _result([(0, 0, 99), (1, 0, 49), (1, 50, 99)])
+    vectors = {0: [.9, .05, .05], 1: [.05, .9, .05]}
+    groups = np.repeat(list(vectors), 10)
+    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    ids = assign_identities(result, groups, probs, 3, fps=25, max_speed_px=100.0)
+    coverage = identity_coverage(result, ids, 3)
+    assert coverage["network"] == pytest.approx(150 / 300)
+    assert coverage["all"] == pytest.approx(coverage["network"] + coverage["elimination"]
+                                            + coverage["inferred"])
+    assert coverage["all"] <= 200 / 300  # an animal never found is never counted as identified

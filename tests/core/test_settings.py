@@ -26,7 +26,7 @@ def test_defaults_are_trex_v1_defaults():
     assert s.track_speed_decay == 0.7
     assert s.huge_timestamp_seconds == 0.2
     assert s.matching_probability_threshold == 0.1
-    assert s.recognition_image_size == (80, 80)
+    assert s.recognition_image_size == (0, 0)  # automatic, from the animals' size
     # TRex's default is posture; without posture napari-trex aligns by moments, and says so
     assert s.recognition_normalization == "moments"
     assert Settings().updated(recognition_normalization="posture").recognition_normalization == "moments"

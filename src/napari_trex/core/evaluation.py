@@ -170,3 +170,45 @@ def identity_accuracy(predicted: np.ndarray, reference: np.ndarray) -> tuple[flo
     rows, cols = linear_sum_assignment(-table)
     mapping = {int(a): int(b) for a, b in zip(rows, cols)}
     return float(table[rows, cols].sum() / ok.sum()), mapping
+
+
+@dataclass
+class IdentityScore:
+    right: int  # ground-truth animal-frames where the animal's identity sits on it
+    wrong: int  # ... where that identity is elsewhere (a swap) or on another animal
+    missing: int  # ... where that identity is nowhere in the frame
+    total: int
+    mapping: dict[int, int]  # predicted identity -> ground-truth identity
+
+    @property
+    def share_right(self) -> float:
+        """Right over all ground-truth animal-frames: a missing identity counts as wrong."""
+        return self.right / self.total if self.total else 0.0
+
+
+def identity_score(frame: np.ndarray, identity: np.ndarray, x: np.ndarray, y: np.ndarray,
+                   truth: dict[str, np.ndarray], max_distance: float) -> IdentityScore:
+    """For every ground-truth animal-frame: is the identity it maps to within ``max_distance``?
+
+    Predicted identities are mapped to ground-truth ones once (Hungarian on how often they are
+    matched to each other, frame by frame). Judging by identity, not by a per-frame position
+    match, keeps two animals that lie on top of each other from being scored as a coin toss:
+    what counts is whether the identity the user reads is on its animal.
+    """
+    ref = truth_per_detection(x, y, frame, truth, max_distance)
+    _, mapping = identity_accuracy(identity, ref)
+    inverse = {g: p for p, g in mapping.items()}
+    has = identity >= 0
+    position = {(int(f), int(i)): (float(a), float(b))
+                for f, i, a, b in zip(frame[has], identity[has], x[has], y[has])}
+    right = wrong = missing = 0
+    for f, g, gx, gy in zip(truth["frame"], truth["identity"], truth["x"], truth["y"]):
+        p = inverse.get(int(g))
+        where = position.get((int(f), p)) if p is not None else None
+        if where is None:
+            missing += 1
+        elif np.hypot(where[0] - gx, where[1] - gy) <= max_distance:
+            right += 1
+        else:
+            wrong += 1
+    return IdentityScore(right, wrong, missing, len(truth["frame"]), mapping)

@@ -88,8 +88,10 @@ def heading_angles(result: TrackingResult, with_decided: bool = False) -> Any:
 def trajectory_table(run: TrackingRun, identities: Any = None) -> dict[str, np.ndarray]:
     """Columns of ``trajectories.csv`` (frame-major, then tracking slot).
 
-    Before identification ``identity`` is the tracking slot; after it, the identity of the
-    row's tracklet (-1 where none could be given) with ``identity_confidence``.
+    Before identification ``identity`` is the tracking slot (``identity_source`` "tracking");
+    after it, the identity of the row's tracklet (-1 where none could be given) with
+    ``identity_confidence`` and ``identity_source``: how the tracklet got it (network, manual,
+    elimination, inferred; see ``identification.assignment.SOURCES``).
     """
     result = run.result
     frames, slots = np.nonzero(result.assignment >= 0)
@@ -99,16 +101,18 @@ def trajectory_table(run: TrackingRun, identities: Any = None) -> dict[str, np.n
     tracklet = result.tracklet_of[frames, slots]
     if identities is None:
         identity, confidence = slots, np.zeros(len(slots))
+        source = np.full(len(slots), "tracking", dtype=object)
     else:
         known = tracklet >= 0
         identity = np.where(known, identities.identity[np.maximum(tracklet, 0)], -1)
         confidence = np.where(known & (identity >= 0),
                               identities.probability[np.maximum(tracklet, 0)], 0.0)
+        source = np.where(identity >= 0, identities.source[np.maximum(tracklet, 0)], "").astype(object)
     return {
         "frame": frames, "time": run.times[frames], "identity": identity,
         "x": det["x"][rows], "y": det["y"][rows], "angle": heading[rows], "area": det["area"][rows],
         "tracklet": tracklet, "split": det["split"][rows].astype(int), "tracking_slot": slots,
-        "identity_confidence": confidence,
+        "identity_confidence": confidence, "identity_source": source,
     }
 
 
@@ -201,7 +205,7 @@ def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None
         traj = trajectory_table(run, identities)
         _write_csv(staging / "trajectories.csv", traj,
                    {"time": "%.5f", "x": "%.3f", "y": "%.3f", "angle": "%.5f", "area": "%d",
-                    "identity_confidence": "%.4f"})
+                    "identity_confidence": "%.4f", "identity_source": "%s"})
         t = run.result.tracklets
         with open(staging / "tracklets.csv", "w", encoding="utf-8") as fh:
             header = "tracklet,identity,tracking_slot,start,end,length,end_reason,end_code"
@@ -343,6 +347,7 @@ def load_corrections(output_dir: str | os.PathLike) -> Any:
 
 def _identification_files(identification: Any, staging: Path, run: TrackingRun) -> list[str]:
     """Weights, per-tracklet identities, the training history, and the validation samples."""
+    from .identification.assignment import SOURCES
     from .identification.network import save_weights
 
     ids = identification.identities
@@ -351,7 +356,7 @@ def _identification_files(identification: Any, staging: Path, run: TrackingRun) 
     info = {"uniqueness": identification.uniqueness, "device": identification.device,
             "seconds": identification.seconds, "steps": identification.steps,
             "identified_tracklets": int((ids.identity >= 0).sum()), "tracklets": len(ids.identity),
-            "sources": {s: int((ids.source == s).sum()) for s in ("network", "manual", "kinematic")}}
+            "sources": {s: int((ids.source == s).sum()) for s in SOURCES}}
     (staging / "identification.json").write_text(json.dumps(info, indent=2, default=float),
                                                   encoding="utf-8")
     names = list(IDENTIFICATION_FILES)
@@ -382,15 +387,16 @@ def load_identities(output_dir: str | os.PathLike) -> Any:
 
 def load_identities_and_edits(output_dir: str | os.PathLike) -> tuple[Any, np.ndarray | None]:
     """Identities and which tracklets the user edited (None, None when there are none)."""
-    from .identification.assignment import TrackletIdentities
+    from .identification.assignment import LEGACY_SOURCES, TrackletIdentities
 
     path = Path(output_dir) / "identities.npz"
     if not path.is_file():
         return None, None
     try:
         with np.load(path, allow_pickle=False) as z:
-            ids = TrackletIdentities(z["identity"], z["probability"], z["n_samples"],
-                                     z["source"].astype(object), z["mean_vectors"])
+            source = np.array([LEGACY_SOURCES.get(v, v) for v in z["source"].tolist()], dtype=object)
+            ids = TrackletIdentities(z["identity"], z["probability"], z["n_samples"], source,
+                                     z["mean_vectors"])
             edited = z["edited"] if "edited" in z.files else np.zeros(len(ids.identity), bool)
     except DAMAGED as exc:
         raise NapariTrexError(f"{path} is damaged ({type(exc).__name__}: {exc}); identify again "

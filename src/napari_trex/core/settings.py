@@ -132,9 +132,11 @@ class Settings(BaseModel):
 
     # -- visual identification -------------------------------------------------------------------
     recognition_enable: bool = _p(True, "Allow visual identification", "", "identification")
-    recognition_image_size: tuple[int, int] = _p((80, 80), "Width and height of the image of each "
-                                                 "animal the network sees", "px", "identification",
-                                                 advanced=False)
+    recognition_image_size: tuple[int, int] = _p((0, 0), "Width and height of the image of each "
+                                                 "animal the network sees; [0, 0] = automatic: a "
+                                                 "square about 1.3 body lengths wide, at most "
+                                                 "64 px (larger animals are scaled down to fit)",
+                                                 "px", "identification", advanced=False)
     recognition_image_scale: float = _p(1.0, "Scale applied before cutting the images (< 1 for big "
                                         "animals)", "", "identification", advanced=False, gt=0)
     recognition_normalization: Literal["moments", "none"] = _p(
@@ -210,8 +212,11 @@ class Settings(BaseModel):
     @field_validator("recognition_image_size")
     @classmethod
     def _image_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if tuple(value) == (0, 0):
+            return (0, 0)  # automatic, from the animals' size
         if min(value) < 16 or max(value) > 1024:
-            raise ValueError(f"width and height must be between 16 and 1024 px, not {list(value)}")
+            raise ValueError("width and height must be between 16 and 1024 px (or [0, 0] for "
+                             f"automatic), not {list(value)}")
         return value
 
     @field_validator("crop_offsets")

@@ -145,7 +145,7 @@ class Project:
         """Tracklets whose identity the network gave (what a new tracking makes stale)."""
         if self.identities is None:
             return 0
-        return int(np.isin(self.identities.source, ["network", "kinematic"]).sum())
+        return int(np.isin(self.identities.source, ["network", "elimination", "inferred"]).sum())
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> Project:

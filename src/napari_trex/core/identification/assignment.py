@@ -5,8 +5,9 @@ identity if it has enough predicted frames (max(5, 0.1·fps)) and is not ambiguo
 (second best / best < 0.6). Two tracklets that overlap in time cannot share an identity:
 the claim with the higher sig(p)·sig(share of images) wins, sig(x) = 1/(1+e^{2π(0.5−x)}),
 and the other is left unassigned. Manual matches are applied first and always win. A
-tracklet still without identity gets one *kinematically* when, throughout its frames,
-exactly one identity is not taken by another tracklet.
+tracklet still without identity gets one *by elimination* when, throughout its frames,
+exactly one identity is not taken by another tracklet; what is still left is retracked with
+the identities as evidence (:func:`_retrack_gaps`: *inferred* across a gap).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from ..tracking import TrackingResult
 from ..tracklets import IDENTITY_CHANGED, Tracklets
 
 AMBIGUITY = 0.6
+# how a tracklet got its identity, as reported in trajectories.csv and the exports
+SOURCES = ("network", "manual", "elimination", "inferred")
+LEGACY_SOURCES = {"kinematic": "elimination"}  # names in results folders of earlier versions
 
 
 def sliding_majority(ids: np.ndarray, window: int, n_classes: int) -> np.ndarray:
@@ -107,7 +111,7 @@ class TrackletIdentities:
     identity: np.ndarray
     probability: np.ndarray
     n_samples: np.ndarray
-    source: np.ndarray  # "network", "manual", "kinematic" or ""
+    source: np.ndarray  # one of SOURCES, or "" (none)
     mean_vectors: np.ndarray  # (tracklets, N) averaged softmax (nan where not predicted)
 
 
@@ -174,7 +178,7 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
             claimed[ident] = [c for c in claimed[ident] if c[2] not in rivals]
         identity[tid], probability[tid], source[tid] = ident, p, "network"
         claimed[ident].append((a, b, tid))
-    # 3. kinematic: exactly one identity free throughout the tracklet
+    # 3. elimination: exactly one identity free throughout the tracklet
     n_frames = len(result.assignment)
     taken = np.zeros((n_frames, n_identities), bool)
     for i in range(n_identities):
@@ -185,21 +189,120 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
         free = ~taken[a: b + 1].any(axis=0)
         if free.sum() == 1 and n_identities > 1:
             ident = int(np.flatnonzero(free)[0])
-            identity[tid], source[tid] = ident, "kinematic"
+            identity[tid], source[tid] = ident, "elimination"
             probability[tid] = float(vectors[tid][ident]) if not np.isnan(vectors[tid]).any() else 0.0
             taken[a: b + 1, ident] = True
-    # 4. gaps (what retracking achieves): a tracklet between two pieces of one identity,
-    # reachable from the end of the piece before and to the start of the piece after at
-    # track_max_speed, when exactly one free identity fits
+    # 4. the gaps, retracked with the identities as evidence
     if max_speed_px > 0:
-        _bridge_gaps(result, identity, source, probability, vectors, taken, n_identities, fps,
-                     max_speed_px)
+        _retrack_gaps(result, identity, source, probability, vectors, taken, n_identities, fps,
+                      max_speed_px)
     return TrackletIdentities(identity, probability, n_samples, source, vectors)
 
 
-def _bridge_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
-                 probability: np.ndarray, vectors: np.ndarray, taken: np.ndarray, n_identities: int,
-                 fps: float, max_speed_px: float) -> None:
+def identity_coverage(result: TrackingResult, identities: TrackletIdentities, n_identities: int
+                      ) -> dict[str, float]:
+    """Share of all expected animal-frames (N x frames) that carry an identity (``"all"``), and
+    the share given by each source. Counting only what was tracked would hide every frame in
+    which an animal was never found."""
+    expected = n_identities * len(result.assignment)
+    frames, slots = np.nonzero((result.assignment >= 0) & (result.tracklet_of >= 0))
+    tid = result.tracklet_of[frames, slots]
+    ident = identities.identity[tid]
+    keep = ident >= 0
+    pairs = np.unique(frames[keep] * n_identities + ident[keep], return_index=True)[1]
+    sources = identities.source[tid[keep][pairs]]
+    out = {"all": len(pairs) / expected if expected else 0.0}
+    for name in SOURCES:
+        out[name] = float((sources == name).sum() / expected) if expected else 0.0
+    return out
+
+
+INFERRED_APPEARANCE_WEIGHT = 1.0  # body lengths of distance worth one e-fold of network probability
+
+
+CHAIN_RATIO = 0.5  # a link between pieces must be at most this x the next-closest alternative
+
+
+def _chains(result: TrackingResult, pieces: np.ndarray, reach: float) -> list[list[int]]:
+    """Unidentified pieces linked frame to frame into chains where the link is unambiguous.
+
+    Through a long contact the tracker cuts every frame (the blob is split anew each frame, and
+    a split is never trusted to continue a tracklet), yet the split parts follow the animals
+    closely. Piece U starting the frame after piece T ends continues T when each is the
+    other's nearest, within ``reach`` and at most :data:`CHAIN_RATIO` x the distance to any
+    other candidate on either side. A chain is then given one identity as a whole, decided
+    at its two ends, where the animal was last and is next seen with an identity."""
+    t = result.tracklets
+    det = result.detections
+
+    def where(tid: int, frame: int) -> np.ndarray:
+        row = result.assignment[frame, t.individual[tid]]
+        return np.array([det["x"][row], det["y"][row]])
+
+    ending: dict[int, list[int]] = {}
+    starting: dict[int, list[int]] = {}
+    for tid in pieces:
+        ending.setdefault(int(t.end[tid]), []).append(int(tid))
+        starting.setdefault(int(t.start[tid]), []).append(int(tid))
+    after: dict[int, int] = {}
+    for frame, enders in ending.items():
+        starters = starting.get(frame + 1)
+        if not starters:
+            continue
+        a = np.array([where(k, frame) for k in enders])
+        b = np.array([where(k, frame + 1) for k in starters])
+        d = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+        for i in range(len(enders)):
+            j = int(d[i].argmin())
+            if d[i, j] > reach or int(d[:, j].argmin()) != i:
+                continue
+            others = np.concatenate([np.delete(d[i], j), np.delete(d[:, j], i)])
+            if len(others) and d[i, j] > CHAIN_RATIO * others.min():
+                continue
+            after[enders[i]] = starters[j]
+    linked = set(after.values())
+    chains = []
+    for tid in pieces:
+        if int(tid) in linked:
+            continue
+        chain = [int(tid)]
+        while chain[-1] in after:
+            chain.append(after[chain[-1]])
+        chains.append(chain)
+    return chains
+
+
+def _retrack_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
+                  probability: np.ndarray, vectors: np.ndarray, taken: np.ndarray, n_identities: int,
+                  fps: float, max_speed_px: float) -> None:
+    """Retrack what is left with the identities as evidence (TRex's retrack with visual
+    identification, done on the gaps only).
+
+    Pieces without identity (a few frames at a contact, split parts of a touching pair, an
+    animal lost and found again) are first linked into chains where frame-to-frame continuity
+    is unambiguous (:func:`_chains`). A chain is a candidate for every identity that is free
+    throughout its frames and can reach it at ``track_max_speed`` from the piece of that
+    identity before it and to the piece after it. Each (chain, identity) costs the distance, in
+    body lengths, from where the identity is expected at the chain's ends (interpolated between
+    its pieces, or where it was last / will next be seen) plus -log of the network's probability
+    for it where the chain's pieces have images; the cheapest pairs are taken first, and rounds
+    repeat since every chain placed is a new neighbour. A chain no identity can reach keeps none.
+    """
+    rows = result.assignment[result.assignment >= 0]
+    body = max(float(np.median(result.detections["major"][rows])) if len(rows) else 1.0, 1.0)
+    reach = max_speed_px / fps
+    open_pieces = np.array([k for k in np.flatnonzero(identity < 0) if source[k] != "removed"], np.int64)
+    for chains in (_chains(result, open_pieces, reach), None):
+        if chains is None:  # what no identity fits as a chain, piece by piece
+            chains = [[int(k)] for k in open_pieces if identity[k] < 0]
+        _place_chains(chains, result, identity, source, probability, vectors, taken, n_identities,
+                      body, reach)
+
+
+def _place_chains(chains: list[list[int]], result: TrackingResult, identity: np.ndarray,
+                  source: np.ndarray, probability: np.ndarray, vectors: np.ndarray,
+                  taken: np.ndarray, n_identities: int, body: float, reach: float) -> None:
+    """The rounds of :func:`_retrack_gaps`: cheapest (chain, identity) pairs first."""
     t = result.tracklets
     det = result.detections
 
@@ -207,16 +310,21 @@ def _bridge_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarra
         row = result.assignment[frame, t.individual[tid]]
         return np.array([det["x"][row], det["y"][row]])
 
-    for _ in range(3):  # newly bridged pieces may bridge further gaps
-        changed = False
+    for _ in range(4):
         by_end, by_start = [], []
         for i in range(n_identities):
             pieces = np.flatnonzero(identity == i)
             by_end.append((pieces[np.argsort(t.end[pieces])], np.sort(t.end[pieces])))
             by_start.append((pieces[np.argsort(t.start[pieces])], np.sort(t.start[pieces])))
-        for tid in np.flatnonzero(identity < 0):
-            a, b = int(t.start[tid]), int(t.end[tid])
-            fits = []
+        candidates = []
+        for c, chain in enumerate(chains):
+            if identity[chain[0]] >= 0:
+                continue
+            first, last = chain[0], chain[-1]
+            a, b = int(t.start[first]), int(t.end[last])
+            here_a, here_b = position(first, a), position(last, b)
+            seen = [k for k in chain if not np.isnan(vectors[k]).any()]
+            appearance = np.mean([vectors[k] for k in seen], axis=0) if seen else None
             for i in np.flatnonzero(~taken[a: b + 1].any(axis=0)):
                 ids_end, ends = by_end[i]
                 ids_start, starts = by_start[i]
@@ -224,21 +332,40 @@ def _bridge_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarra
                 m = int(np.searchsorted(starts, b, side="right"))  # first piece starting after b
                 if k < 0 and m >= len(starts):
                     continue
-                ok = True
+                before = after = None
                 if k >= 0:
                     p = int(ids_end[k])
-                    gap = (a - t.end[p]) / fps
-                    ok &= np.hypot(*(position(tid, a) - position(p, int(t.end[p])))) <= max_speed_px * gap
+                    before = (int(t.end[p]), position(p, int(t.end[p])))
                 if m < len(starts):
                     q = int(ids_start[m])
-                    gap = (t.start[q] - b) / fps
-                    ok &= np.hypot(*(position(q, int(t.start[q])) - position(tid, b))) <= max_speed_px * gap
-                if ok:
-                    fits.append(int(i))
-            if len(fits) == 1:
-                identity[tid], source[tid] = fits[0], "kinematic"
-                probability[tid] = 0.0 if np.isnan(vectors[tid]).any() else float(vectors[tid][fits[0]])
-                taken[a: b + 1, fits[0]] = True
-                changed = True
+                    after = (int(t.start[q]), position(q, int(t.start[q])))
+                if before is not None and np.hypot(*(here_a - before[1])) > reach * (a - before[0]):
+                    continue
+                if after is not None and np.hypot(*(after[1] - here_b)) > reach * (after[0] - b):
+                    continue
+                if before is not None and after is not None:
+                    span = max(1, after[0] - before[0])
+                    expect_a = before[1] + (after[1] - before[1]) * (a - before[0]) / span
+                    expect_b = before[1] + (after[1] - before[1]) * (b - before[0]) / span
+                    miss = (np.hypot(*(here_a - expect_a)) + np.hypot(*(here_b - expect_b))) / 2
+                elif before is not None:
+                    miss = np.hypot(*(here_a - before[1]))
+                else:
+                    miss = np.hypot(*(after[1] - here_b))
+                cost = miss / body
+                if appearance is not None:
+                    cost += INFERRED_APPEARANCE_WEIGHT * -np.log(max(float(appearance[i]), 1e-3))
+                candidates.append((cost, c, int(i)))
+        changed = False
+        for cost, c, i in sorted(candidates):
+            chain = chains[c]
+            a, b = int(t.start[chain[0]]), int(t.end[chain[-1]])
+            if identity[chain[0]] >= 0 or taken[a: b + 1, i].any():
+                continue
+            for k in chain:
+                identity[k], source[k] = i, "inferred"
+                probability[k] = 0.0 if np.isnan(vectors[k]).any() else float(vectors[k][i])
+                taken[int(t.start[k]): int(t.end[k]) + 1, i] = True
+            changed = True
         if not changed:
             break

@@ -89,11 +89,13 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
 class IdentityNetwork(nn.Module):
     """TRex v118_3-style CNN: crops (B, 1, H, W) uint8-scaled → logits (B, N)."""
 
-    def __init__(self, n_identities: int, size: tuple[int, int], dropout: float = 0.05) -> None:
+    def __init__(self, n_identities: int, size: tuple[int, int], dropout: float = 0.05,
+                 image_scale: float | None = None) -> None:
         super().__init__()
         width, height = size
         self.n_identities = n_identities
         self.size = (int(width), int(height))
+        self.image_scale = image_scale  # the scale its crops were cut at (None: not recorded)
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 5, padding=2), nn.BatchNorm2d(cout), nn.ReLU(),
@@ -111,20 +113,28 @@ class IdentityNetwork(nn.Module):
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 crops (M, H, W) → float (M, 1, H, W) in [-1, 1] on ``device``."""
+    """uint8 crops (M, H, W) → float (M, 1, H, W) in [-1, 1] on ``device`` (channels-last on a
+    CPU: 20-30 % faster convolutions there, the same numbers)."""
     t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return (t.float().unsqueeze(1) / 127.5) - 1.0
+    t = (t.float().unsqueeze(1) / 127.5) - 1.0
+    return t.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else t
 
 
-@torch.no_grad()
+def place(model: IdentityNetwork, device: torch.device) -> IdentityNetwork:
+    """The network on ``device``, channels-last on a CPU (see :func:`to_tensor`)."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+
+
 def predict(model: IdentityNetwork, images: np.ndarray, device: torch.device,
-            batch: int = 512) -> np.ndarray:
+            batch: int = 1024) -> np.ndarray:
     """Softmax probabilities (M, N), in batches (prediction never needs all images at once)."""
     model.eval()
     out = np.empty((len(images), model.n_identities), np.float32)
-    for k in range(0, len(images), batch):
-        logits = model(to_tensor(images[k: k + batch], device))
-        out[k: k + batch] = torch.softmax(logits, dim=1).cpu().numpy()
+    with torch.inference_mode():
+        for k in range(0, len(images), batch):
+            logits = model(to_tensor(images[k: k + batch], device))
+            out[k: k + batch] = torch.softmax(logits, dim=1).cpu().numpy()
     return out
 
 
@@ -136,6 +146,7 @@ def save_weights(model: IdentityNetwork, path: os.PathLike | str, meta: dict) ->
         plain = json.loads(json.dumps(meta, default=float))  # loadable with weights_only=True
         torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()},
                     "n_identities": int(model.n_identities), "size": [int(v) for v in model.size],
+                    "image_scale": None if model.image_scale is None else float(model.image_scale),
                     "meta": plain}, tmp)
 
 
@@ -145,11 +156,13 @@ def load_weights(path: os.PathLike | str, device: torch.device) -> tuple[Identit
     try:
         # tensors and plain values only: a weights file from elsewhere cannot run code
         data = torch.load(path, map_location="cpu", weights_only=True)
-        model = IdentityNetwork(int(data["n_identities"]), tuple(data["size"]))
+        scale = data.get("image_scale")
+        model = IdentityNetwork(int(data["n_identities"]), tuple(data["size"]),
+                                image_scale=None if scale is None else float(scale))
         model.load_state_dict(data["state"])
     except (OSError, KeyError, RuntimeError, ValueError, TypeError, EOFError,
             pickle.UnpicklingError) as exc:
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise NapariTrexError(f"cannot load identification weights from {path}: not a napari-trex "
                               f"weights file, or damaged ({reason})") from None
-    return model.to(device), dict(data.get("meta", {}))
+    return place(model, device), dict(data.get("meta", {}))

@@ -23,10 +23,11 @@ from ..model import TrackingRun
 from ..progress import progress_events
 from ..settings import Settings
 from ..video import Video
-from .assignment import TrackletIdentities, assign_identities, split_suspicious_tracklets
+from .assignment import (TrackletIdentities, assign_identities, identity_coverage,
+                         split_suspicious_tracklets)
 from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device, seeded,
-                      load_weights, predict)
-from .samples import (SampleParams, Samples, check_holdout, class_cap, cut_samples, holdout_split,
+                      load_weights, place, predict)
+from .samples import (Samples, automatic_params, check_holdout, class_cap, cut_samples, holdout_split,
                       regular_subsample)
 from .training import TrainingConfig, UnitResult, label_candidate, train_unit_events, uniqueness
 
@@ -82,6 +83,13 @@ class _Requests:
                                                   self.heading[det_rows], lab,
                                                   ~self.decided[det_rows])]
 
+    def body_length(self) -> float:
+        """The animals' length in px: the 90th percentile of the major axes of the whole blobs
+        in tracklets (posture makes most frames shorter than the animal)."""
+        rows = self.run.result.assignment[self.frames, self.slots]
+        major = self.run.result.detections["major"][rows]
+        return float(np.percentile(major, 90)) if len(major) else 0.0
+
     def of_tracklets(self, tracklets: list[int]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.tracklet, tracklets))
 
@@ -114,20 +122,46 @@ def identify_events(
     device = choose_device(settings.gpu_torch_device)
     device_name = describe_device(device)
     yield {"stage": "device", "message": f"training on {device_name}", "device": device_name}
-    params = SampleParams(size=tuple(settings.recognition_image_size),
-                          scale=settings.recognition_image_scale,
-                          normalization=settings.recognition_normalization,
-                          threshold=max(settings.threshold, settings.track_threshold))
     requests = _Requests(run)
     if not len(requests.frames):
         raise NapariTrexError("no animal was tracked: nothing to identify")
+    loaded: IdentityNetwork | None = None
+    if weights is not None:
+        if isinstance(weights, IdentityNetwork):
+            loaded = place(copy.deepcopy(weights), device)
+        else:
+            loaded, _ = load_weights(weights, device)
+    size, scale = tuple(settings.recognition_image_size), settings.recognition_image_scale
+    if loaded is not None and size == (0, 0):  # automatic: the loaded network's crops
+        size, scale = loaded.size, loaded.image_scale or scale
+    params, crops = automatic_params(size, scale, requests.body_length(), settings.recognition_normalization,
+                                     max(settings.threshold, settings.track_threshold))
+    yield {"stage": "crops", "message": crops, "image_size": list(params.size),
+           "image_scale": params.scale}
+
+    cache = _KeptCrops(len(requests.frames), params.size, settings.gpu_max_sample_gb)
 
     def cut(index: np.ndarray, labels: np.ndarray | int = -1, why: str = "cutting images"
             ) -> Generator[Event, None, Samples]:
-        """Cut crops, passing on progress (decoding is most of the time before training)."""
-        return (yield from progress_events(
-            cut_samples, video, run.background, requests.rows(index, labels), params,
-            should_stop, stage="images", message=why))
+        """The crops of ``index`` (requests), each cut once: those cut for an earlier step are
+        reused, the others cut now, passing on progress (decoding is most of the time before
+        training)."""
+        index = np.asarray(index, np.int64)
+        images = np.empty((len(index), params.size[1], params.size[0]), np.uint8)
+        have = cache.has(index)
+        new = np.unique(index[~have])
+        if len(new):
+            fresh = yield from progress_events(
+                cut_samples, video, run.background, requests.rows(new), params,
+                should_stop, stage="images", message=why)
+            crops = np.empty_like(fresh.images)  # cut_samples returns them in frame order
+            crops[np.argsort(requests.frames[new], kind="stable")] = fresh.images
+            images[~have] = crops[np.searchsorted(new, index[~have])]
+            cache.add(new, crops)
+        images[have] = cache.get(index[have])
+        labels = np.broadcast_to(np.asarray(labels, np.int64), index.shape).copy()
+        return Samples(images, requests.frames[index], requests.slots[index],
+                       requests.tracklet[index], labels)
 
     # discrimination images: every animal in ~333 evenly spaced frames (for uniqueness)
     n_frames = len(run.result.assignment)
@@ -144,11 +178,8 @@ def identify_events(
     train_set: Samples | None = None
     val_set: Samples | None = None
 
-    if weights is not None:
-        if isinstance(weights, IdentityNetwork):
-            model = copy.deepcopy(weights).to(device)
-        else:
-            model, _ = load_weights(weights, device)
+    if loaded is not None:
+        model = loaded
         if model.n_identities != n or model.size != params.size:
             source = f"the weights in {weights}" if isinstance(weights, str) else "the earlier network"
             raise NapariTrexError(f"{source} is for {model.n_identities} animals and "
@@ -159,7 +190,7 @@ def identify_events(
                "uniqueness": best_u}
     else:
         with seeded(settings.seed, device):  # the same seed, the same initial weights
-            model = IdentityNetwork(n, params.size).to(device)
+            model = place(IdentityNetwork(n, params.size, image_scale=params.scale), device)
         best_u = 0.0
 
     if not apply_only:
@@ -371,12 +402,46 @@ def identify_events(
         if len(final_disc[0]) else 0.0
     run.result = tracking  # only now, after success: split tracklets become the run's tracklets
     elapsed = time.perf_counter() - started
-    share = _share_identified(run, identities)
-    yield {"stage": "done", "uniqueness": final_u, "identified_share": share,
-           "message": f"done in {elapsed:.0f} s: uniqueness {final_u:.3f}, {share:.1%} of animal-frames "
-           "have an identity"}
+    coverage = identity_coverage(run.result, identities, n)
+    share = coverage.pop("all")
+    how = ", ".join(f"{name} {value:.1%}" for name, value in coverage.items() if value > 0)
+    yield {"stage": "done", "uniqueness": final_u, "identified_share": share, "sources": coverage,
+           "message": f"done in {elapsed:.0f} s: uniqueness {final_u:.3f}; {share:.1%} of the "
+           f"{n} x {n_frames} animal-frames have an identity ({how or 'none'})"}
     return IdentificationResult(identities, final_u, model, device_name, steps, train_set, val_set, elapsed,
                                 settings)
+
+
+class _KeptCrops:
+    """Crops already cut, by request, kept as uint8 across steps (training, probing and
+    applying see the same animal-frames: cutting means decoding, so each is cut once), within
+    ``gpu_max_sample_gb`` (counted as float32, like the training images)."""
+
+    def __init__(self, n_requests: int, size: tuple[int, int], max_gb: float) -> None:
+        self.where = np.full(n_requests, -1, np.int64)
+        self.size = size
+        self.limit = max(0, int(max_gb * 1e9 / (size[0] * size[1] * 4)))
+        self.store = np.empty((0, size[1], size[0]), np.uint8)
+        self.count = 0
+
+    def has(self, index: np.ndarray) -> np.ndarray:
+        return self.where[index] >= 0
+
+    def get(self, index: np.ndarray) -> np.ndarray:
+        return self.store[self.where[index]]
+
+    def add(self, index: np.ndarray, crops: np.ndarray) -> None:
+        room = min(len(index), self.limit - self.count)
+        if room <= 0:
+            return
+        if self.count + room > len(self.store):
+            grown = np.empty((max(self.count + room, 2 * len(self.store)), self.size[1], self.size[0]),
+                             np.uint8)
+            grown[:self.count] = self.store[:self.count]
+            self.store = grown
+        self.store[self.count: self.count + room] = crops[:room]
+        self.where[index[:room]] = np.arange(self.count, self.count + room)
+        self.count += room
 
 
 UNTRAINED_FRAMES_MIN = 30  # frames left outside training needed to measure uniqueness there
@@ -401,14 +466,6 @@ def _salt(train: Samples, cap: int | None) -> Samples:
         return train
     keep = [regular_subsample(np.flatnonzero(train.label == c), cap) for c in np.unique(train.label)]
     return train.subset(np.sort(np.concatenate(keep)))
-
-
-def _share_identified(run: TrackingRun, identities: TrackletIdentities) -> float:
-    tids = run.result.tracklet_of
-    seen = tids >= 0
-    if not seen.any():
-        return 0.0
-    return float((identities.identity[tids[seen]] >= 0).mean())
 
 
 def identify(run: TrackingRun, video: Video, settings: Settings | None = None,

@@ -39,6 +39,32 @@ class SampleParams:
         return self.normalization != "none"
 
 
+AUTO_SIDE_PER_BODY = 1.3  # automatic crop: its side in body lengths (the animal turned along x)
+AUTO_MAX_SIDE = 64  # ... at most this many px (bigger animals are scaled down): speed
+AUTO_MIN_SIDE = 24  # ... at least (three 2x2 poolings leave 3x3)
+
+
+def automatic_params(size: tuple[int, int], scale: float, body_length_px: float, normalization: str,
+                     threshold: int) -> tuple[SampleParams, str]:
+    """The crop for ``recognition_image_size`` (``(0, 0)``: automatic) and what was decided.
+
+    The network's cost grows with the crop's area (an 80x80 crop costs 5x a 40x40 one on a
+    CPU), and an animal of 28 px in TRex's default 80x80 crop is mostly background. The
+    automatic crop is a square ~1.3 body lengths wide (body length: the 90th percentile of the
+    tracked blobs' major axes, after ``recognition_image_scale``), rounded up to a multiple of
+    8 px, between 24 and 64 px; an animal larger than that is scaled down to fit.
+    """
+    if tuple(size) != (0, 0):
+        return SampleParams(tuple(int(v) for v in size), scale, normalization, threshold), \
+            f"images {size[0]}x{size[1]} px at scale {scale:g} (recognition_image_size)"
+    wanted = AUTO_SIDE_PER_BODY * max(body_length_px, 1.0) * scale
+    side = int(np.clip(8 * np.ceil(wanted / 8), AUTO_MIN_SIDE, AUTO_MAX_SIDE))
+    if wanted > side:
+        scale *= side / wanted
+    return SampleParams((side, side), scale, normalization, threshold), \
+        f"images {side}x{side} px at scale {scale:.3g} (automatic: body length ~{body_length_px:.0f} px)"
+
+
 def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: SampleParams,
                 by_shape: bool = False) -> np.ndarray:
     """The normalised crop of the animal centred at (x, y) whose head points at ``heading``.
@@ -144,7 +170,7 @@ def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple],
         by_frame.setdefault(int(r[0]), []).append(k)
     frames = sorted(by_frame)
     done = 0
-    for start, stop in _runs(frames, gap=8):
+    for start, stop in _runs(frames, gap=_decode_gap(video)):
         wanted = set(frames[start:stop])
         for index, frame in video.frames(frames[start], frames[stop - 1] + 1):
             if index not in wanted:
@@ -161,6 +187,21 @@ def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple],
                 progress(done, len(frames), message)
     cols = np.array([(r[0], r[1], r[2], r[6]) for r in reqs], dtype=np.int64).reshape(-1, 4)
     return Samples(images, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3])
+
+
+SEEK_GAP_DEFAULT = 64  # frames decoded forward rather than seeking, when keyframes are unknown
+
+
+def _decode_gap(video: Video) -> int:
+    """How far apart two wanted frames may be and still be reached by decoding forward: a seek
+    decodes from the keyframe before the frame (on average half a keyframe interval), so
+    decoding up to one keyframe interval forward costs no more than seeking (with frames
+    every 9th, seeking each one took 100 s for 3000 frames; decoding through took 10 s)."""
+    try:
+        interval = video.info.keyframe_interval
+    except (NotImplementedError, AttributeError):
+        interval = None
+    return int(max(8, interval)) if interval else SEEK_GAP_DEFAULT
 
 
 def _runs(frames: list[int], gap: int) -> list[tuple[int, int]]:

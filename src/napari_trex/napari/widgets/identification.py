@@ -220,9 +220,16 @@ class IdentificationWidget(JobPanel, Container):
                 show_error(f"napari-trex: identified, but could not save into "
                            f"{settings.output_dir}: {exc}; save from Corrections")
         session.show_results(self.viewer)
-        ids = result.identities.identity
-        message = (f"identification done: uniqueness {result.uniqueness:.3f}, "
-                   f"{(ids >= 0).sum()} of {len(ids)} tracklets have an identity{saved}")
+        from ...core.identification.assignment import identity_coverage
+
+        run = session.run
+        coverage = identity_coverage(run.result, session.identities, run.n_individuals)
+        how = ", ".join(f"{name} {coverage[name]:.1%}" for name in ("network", "elimination",
+                                                                     "inferred", "manual")
+                        if coverage[name] > 0)
+        message = (f"identification done: uniqueness {result.uniqueness:.3f}\n"
+                   f"{coverage['all']:.1%} of the {run.n_individuals} x {len(run.result.assignment)} "
+                   f"animal-frames have an identity ({how or 'none'}){saved}")
         self.status.value = message
         # a notification shows one short line: the details are in the panel
         show_info(f"napari-trex: identified (uniqueness {result.uniqueness:.3f})")
