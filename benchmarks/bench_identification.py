@@ -61,7 +61,7 @@ def run_one(path: Path, settings, truth=None, label: str = "", distance: float =
     out = {"case": label, "track_s": t_track, "identify_s": t_ident, "uniqueness": result.uniqueness,
            "identified": coverage["all"]}
     if truth is not None:
-        table = trajectory_table(run, result.identities)
+        table = trajectory_table(run, result.identities, hidden=True)  # as trajectories.csv
         score = identity_score(table["frame"], table["identity"], table["x"], table["y"], truth, distance)
         print(f"  ground truth: {score.share_right:.3%} of {score.total} animal-frames right "
               f"({score.wrong} wrong, {score.missing} missing)")

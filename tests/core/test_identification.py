@@ -150,14 +150,17 @@ def _result(spans):
     assignment = np.full((n_frames, n_slots), -1)
     tracklet_of = np.full((n_frames, n_slots), -1)
     rows = 0
-    for tid, (slot, a, b) in enumerate(spans):
-        for f in range(a, b + 1):
-            assignment[f, slot] = rows
-            tracklet_of[f, slot] = tid
-            rows += 1
+    offsets = np.zeros(n_frames + 1, np.int64)
+    for f in range(n_frames):  # rows frame by frame, as detection stores them
+        for tid, (slot, a, b) in enumerate(spans):
+            if a <= f <= b:
+                assignment[f, slot] = rows
+                tracklet_of[f, slot] = tid
+                rows += 1
+        offsets[f + 1] = rows
     cols = {c: np.zeros(rows) for c in COLUMNS}
     cols["blob_id"] = np.arange(rows) + 1000
-    det = Detections(cols, np.zeros(n_frames + 1, np.int64))
+    det = Detections(cols, offsets)
     tracklets = Tracklets.from_rows([(k, s, a, b, 0) for k, (s, a, b) in enumerate(spans)])
     return TrackingResult(det, assignment, tracklets, tracklet_of, np.zeros(assignment.shape))
 
@@ -217,10 +220,33 @@ def test_four_animals_are_identified_with_high_accuracy(four_animals, tmp_path):
     accuracy, _ = identity_accuracy(table["identity"], reference)
     assert accuracy >= 0.95
     assert (table["identity"] >= 0).mean() >= 0.9
+    # every row says how its identity was found; with the animals hidden in blobs of several,
+    # nearly every ground-truth animal-frame carries its own identity (missing counts as wrong)
+    assert set(table["identity_source"]) <= {"network", "manual", "elimination", "inferred", ""}
+    full = trajectory_table(run, result.identities, hidden=True)
+    assert len(full["frame"]) >= len(table["frame"])
+    assert set(full["identity_source"]) - set(table["identity_source"]) <= {"interpolated"}
+    from napari_trex.core.evaluation import identity_score
+
+    truth = synthetic.ground_truth
+    score = identity_score(full["frame"], full["identity"], full["x"], full["y"], truth, 14)
+    assert score.share_right >= 0.95
+    done = events[-1]
+    assert 0.9 <= done["identified_share"] <= 1.0 and "4 x 300 animal-frames" in done["message"]
     assert result.uniqueness >= 0.8
     # saving: identities, weights, validation samples (TRex keys)
     save_tracking(run, tmp_path, result)
     assert (load_identities(tmp_path).identity == result.identities.identity).all()
+    saved = np.genfromtxt(tmp_path / "trajectories.csv", delimiter=",", names=True, dtype=None,
+                          encoding="utf-8")
+    assert len(saved) == len(full["frame"]) and "identity_source" in saved.dtype.names
+    from napari_trex.core.export import export_trajectories
+
+    export_trajectories(run, tmp_path, result.identities, formats=("npz",))
+    with np.load(next((tmp_path / "data").glob("*_id0.npz"))) as z:
+        seen = z["missing"] == 0
+        assert set(z["identity_source"][seen]) <= {"network", "elimination", "inferred", "interpolated"}
+        assert (z["identity_source"][~seen] == "").all() and np.isfinite(z["X"][seen]).all()
     with np.load(tmp_path / "array_validation_samples.npz") as z:
         assert set(z.files) == {"validation_ids", "validation_images", "ids", "images"}
         assert z["images"].dtype == np.uint8 and z["images"].shape[1:] == (32, 32, 1)
@@ -577,3 +603,37 @@ def test_the_share_of_identified_animal_frames_counts_every_expected_animal_fram
     assert coverage["all"] == pytest.approx(coverage["network"] + coverage["elimination"]
                                             + coverage["inferred"])
     assert coverage["all"] <= 200 / 300  # an animal never found is never counted as identified
+
+
+def test_an_animal_hidden_in_a_blob_of_several_gets_its_place_and_a_lost_one_does_not():
+    from napari_trex.core.identification.assignment import hidden_positions
+
+    # identity 0 (slot 0) is seen in frames 0-9 and 15-24 and hidden in 10-14, where slot 1's
+    # blob (the other animal, touching it) lies within a body length of where it must be
+    result = _result([(0, 0, 9), (0, 15, 24), (1, 0, 24)])
+    det, rows = result.detections, result.assignment
+    det["major"][:] = 20.0
+    det["x"][rows[:10, 0]] = np.arange(10) * 2.0  # 0 .. 18, then on to 30 .. 48
+    det["x"][rows[15:25, 0]] = 30.0 + np.arange(10) * 2.0
+    det["x"][rows[:, 1]] = 25.0
+    det["y"][rows[:, 1]] = 5.0
+    vectors = {0: [.9, .1], 1: [.9, .1], 2: [.1, .9]}
+    groups = np.repeat(list(vectors), 10)
+    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=500.0)
+    hidden = hidden_positions(result, ids, 2, fps=25, max_speed_px=500.0)
+    assert hidden["frame"].tolist() == [10, 11, 12, 13, 14] and (hidden["identity"] == 0).all()
+    assert np.allclose(hidden["x"], [20, 22, 24, 26, 28]) and np.allclose(hidden["y"], 0)
+    # the other animal far away: identity 0 is lost, not hidden -> no place is made up
+    det["x"][rows[:, 1]] = 400.0
+    assert len(hidden_positions(result, ids, 2, fps=25, max_speed_px=500.0)["frame"]) == 0
+    # too far to have gone in the time: no interpolation either
+    det["x"][rows[:, 1]] = 25.0
+    assert len(hidden_positions(result, ids, 2, fps=25, max_speed_px=10.0)["frame"]) == 0
+
+
+def test_a_results_folder_of_an_earlier_version_reads_kinematic_as_elimination(tmp_path):
+    np.savez(tmp_path / "identities.npz", identity=np.array([0, 1]), probability=np.array([.9, 0.]),
+             n_samples=np.array([30, 0]), source=np.array(["network", "kinematic"]),
+             mean_vectors=np.full((2, 2), np.nan))
+    assert load_identities(tmp_path).source.tolist() == ["network", "elimination"]

@@ -4,8 +4,10 @@ One file per individual, ``<output_dir>/data/<video>_id<k>.npz`` and ``.csv``, o
 from the individual's first to its last frame: ``frame``, ``time`` (s), ``X``, ``Y`` (cm, origin
 top-left, px · ``cm_per_pixel``), ``ANGLE`` (rad from +x, the heading), ``VX``, ``VY``,
 ``SPEED`` (cm/s, from the previous frame), ``missing`` (1 where the animal was not seen; its
-values are ``inf`` as in TRex), ``tracklet_id`` (-1 where missing), ``identity_confidence``
-and ``edited``; NPZ files add ``frame_segments`` (K×2 first/last frame of each tracklet) and
+values are ``inf`` as in TRex), ``tracklet_id`` (-1 where missing), ``identity_confidence``,
+``edited`` and ``identity_source`` (network, manual, elimination, inferred; "interpolated"
+where the animal was hidden in a blob of several: X/Y interpolated, ANGLE inf, tracklet_id -1;
+"tracking" before identification); NPZ files add ``frame_segments`` (K×2 first/last frame of each tracklet) and
 what the cm rest on (``cm_per_pixel``, ``cm_per_pixel_assumed``, ``meta_real_width``).
 CSV headers carry units (``X (cm)``). Plus one combined ``<video>_trajectories.csv`` and,
 when asked, the validation samples npz. Tracklets the user removed (not animals) are left out.
@@ -26,7 +28,7 @@ from .io import as_created_folder, atomic_path
 from .results import heading_angles
 
 FIELDS = ("frame", "time", "X", "Y", "ANGLE", "VX", "VY", "SPEED", "missing", "tracklet_id",
-          "identity_confidence", "edited")
+          "identity_confidence", "edited", "identity_source")
 UNITS = {"time": "s", "X": "cm", "Y": "cm", "ANGLE": "rad", "VX": "cm/s", "VY": "cm/s",
          "SPEED": "cm/s"}
 INVALID = np.inf  # TRex's value for "no data" (output_invalid_value = inf)
@@ -36,6 +38,12 @@ def individual_tables(run: Any, identities: Any = None, edited: np.ndarray | Non
                       ) -> dict[int, dict[str, np.ndarray]]:
     """``{identity: {field: column}}`` for every individual with at least one frame."""
     result = run.result
+    hidden = None
+    if identities is not None:  # identified: animals hidden in a blob of several get a place
+        from .identification.assignment import hidden_positions
+        from .results import max_speed_px
+
+        hidden = hidden_positions(result, identities, run.n_individuals, run.fps, max_speed_px(run))
     identities = identities if identities is not None else slot_identities(result)
     edited = np.zeros(len(result.tracklets), bool) if edited is None else np.asarray(edited, bool)
     cm = run.settings.pixel_size_cm(run.video_info.width)
@@ -71,6 +79,15 @@ def individual_tables(run: Any, identities: Any = None, edited: np.ndarray | Non
         table["tracklet_id"][at] = t
         table["identity_confidence"][at] = identities.probability[t]
         table["edited"][at] = edited[t]
+        table["identity_source"] = np.full(len(span), "", dtype="<U12")
+        table["identity_source"][at] = [str(v) or "tracking" for v in identities.source[t]]
+        if hidden is not None:
+            mine = (hidden["identity"] == k) & (hidden["frame"] >= f[0]) & (hidden["frame"] <= f[-1])
+            there = hidden["frame"][mine] - f[0]
+            table["X"][there] = hidden["x"][mine] * cm
+            table["Y"][there] = hidden["y"][mine] * cm
+            table["missing"][there] = 0
+            table["identity_source"][there] = "interpolated"
         _velocities(table)
         pieces = np.unique(t)
         table["frame_segments"] = np.array([[run.result.tracklets.start[p], run.result.tracklets.end[p]]

@@ -85,13 +85,21 @@ def heading_angles(result: TrackingResult, with_decided: bool = False) -> Any:
     return (heading, decided) if with_decided else heading
 
 
-def trajectory_table(run: TrackingRun, identities: Any = None) -> dict[str, np.ndarray]:
+def max_speed_px(run: TrackingRun) -> float:
+    """``track_max_speed`` in px per second for this run's video."""
+    return run.settings.track_max_speed / run.settings.pixel_size_cm(run.video_info.width)
+
+
+def trajectory_table(run: TrackingRun, identities: Any = None, hidden: bool = False
+                     ) -> dict[str, np.ndarray]:
     """Columns of ``trajectories.csv`` (frame-major, then tracking slot).
 
     Before identification ``identity`` is the tracking slot (``identity_source`` "tracking");
     after it, the identity of the row's tracklet (-1 where none could be given) with
     ``identity_confidence`` and ``identity_source``: how the tracklet got it (network, manual,
-    elimination, inferred; see ``identification.assignment.SOURCES``).
+    elimination, inferred; see ``identification.assignment.SOURCES``). With ``hidden``, animals
+    hidden in a blob of several get rows of their own, interpolated between the frames they are
+    seen in (``identity_source`` "interpolated", no tracklet, slot -1, angle nan, area 0).
     """
     result = run.result
     frames, slots = np.nonzero(result.assignment >= 0)
@@ -108,12 +116,26 @@ def trajectory_table(run: TrackingRun, identities: Any = None) -> dict[str, np.n
         confidence = np.where(known & (identity >= 0),
                               identities.probability[np.maximum(tracklet, 0)], 0.0)
         source = np.where(identity >= 0, identities.source[np.maximum(tracklet, 0)], "").astype(object)
-    return {
+    table = {
         "frame": frames, "time": run.times[frames], "identity": identity,
         "x": det["x"][rows], "y": det["y"][rows], "angle": heading[rows], "area": det["area"][rows],
         "tracklet": tracklet, "split": det["split"][rows].astype(int), "tracking_slot": slots,
         "identity_confidence": confidence, "identity_source": source,
     }
+    if hidden and identities is not None:
+        from .identification.assignment import INTERPOLATED, hidden_positions
+
+        more = hidden_positions(result, identities, run.n_individuals, run.fps, max_speed_px(run))
+        m = len(more["frame"])
+        extra = {"frame": more["frame"], "time": run.times[more["frame"]], "identity": more["identity"],
+                 "x": more["x"], "y": more["y"], "angle": np.full(m, np.nan), "area": np.zeros(m),
+                 "tracklet": np.full(m, -1), "split": np.zeros(m, int), "tracking_slot": np.full(m, -1),
+                 "identity_confidence": np.zeros(m),
+                 "identity_source": np.full(m, INTERPOLATED, dtype=object)}
+        order = np.lexsort((np.concatenate([table["identity"], extra["identity"]]),
+                            np.concatenate([table["frame"], extra["frame"]])))
+        table = {k: np.concatenate([v, extra[k].astype(v.dtype)])[order] for k, v in table.items()}
+    return table
 
 
 def _write_csv(path: Path, columns: dict[str, np.ndarray], formats: dict[str, str]) -> None:
@@ -202,7 +224,7 @@ def save_tracking(run: TrackingRun, output_dir: Path, identification: Any = None
     if identities is None and identification is not None:
         identities = identification.identities
     try:
-        traj = trajectory_table(run, identities)
+        traj = trajectory_table(run, identities, hidden=True)
         _write_csv(staging / "trajectories.csv", traj,
                    {"time": "%.5f", "x": "%.3f", "y": "%.3f", "angle": "%.5f", "area": "%d",
                     "identity_confidence": "%.4f", "identity_source": "%s"})

@@ -1,7 +1,7 @@
 """Applying predictions: one identity per tracklet (trex-reference §4.7).
 
 Per tracklet the softmax vectors of its images are averaged. A tracklet gets the best
-identity if it has enough predicted frames (max(5, 0.1·fps)) and is not ambiguous
+identity if it has enough predicted frames (max(10, 0.4·fps); TRex: max(5, 0.1·fps)) and is not ambiguous
 (second best / best < 0.6). Two tracklets that overlap in time cannot share an identity:
 the claim with the higher sig(p)·sig(share of images) wins, sig(x) = 1/(1+e^{2π(0.5−x)}),
 and the other is left unassigned. Manual matches are applied first and always win. A
@@ -20,8 +20,16 @@ from ..tracking import TrackingResult
 from ..tracklets import IDENTITY_CHANGED, Tracklets
 
 AMBIGUITY = 0.6
-# how a tracklet got its identity, as reported in trajectories.csv and the exports
+# a tracklet's own vote counts with at least this many images (TRex: max(5, 0.1 fps)); the
+# short pieces at contacts, whose crops often hold part of a neighbour, were confidently wrong
+# on 5-9 images and then misled the retrack of everything around them: they are retracked
+# instead, with their vote as one term of the cost
+NETWORK_MIN_IMAGES = 10
+NETWORK_MIN_SECONDS = 0.4
+# how a tracklet got its identity, as reported in trajectories.csv and the exports; rows of an
+# animal hidden in a blob of several (no detection of its own) are "interpolated"
 SOURCES = ("network", "manual", "elimination", "inferred")
+INTERPOLATED = "interpolated"
 LEGACY_SOURCES = {"kinematic": "elimination"}  # names in results folders of earlier versions
 
 
@@ -153,7 +161,7 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
                         identity[tid], probability[tid], source[tid] = ident, 1.0, "manual"
                         claimed[ident].append((int(t.start[tid]), int(t.end[tid]), tid))
     # 2. network predictions, strongest claims first
-    min_frames = max(5, int(0.1 * fps))
+    min_frames = max(NETWORK_MIN_IMAGES, int(NETWORK_MIN_SECONDS * fps))
     candidates = []
     for tid in range(n_tracklets):
         if identity[tid] >= 0 or n_samples[tid] < min_frames or np.isnan(vectors[tid]).any():
@@ -215,6 +223,59 @@ def identity_coverage(result: TrackingResult, identities: TrackletIdentities, n_
     for name in SOURCES:
         out[name] = float((sources == name).sum() / expected) if expected else 0.0
     return out
+
+
+HIDDEN_WITHIN_BODIES = 1.0  # a hidden animal's place must lie this close to a detected blob
+
+
+def hidden_positions(result: TrackingResult, identities: TrackletIdentities, n_identities: int,
+                     fps: float, max_speed_px: float) -> dict[str, np.ndarray]:
+    """Where identified animals are while no detection carries them: ``frame``, ``identity``,
+    ``x``, ``y`` (px) for the identity-source "interpolated".
+
+    Animals that rest against each other, or cross, often make one blob that cannot be split
+    into all of them: for those frames an identity has no row although a person watching knows
+    where it is. Between two frames where identity *i* is seen (whatever the source), if it
+    could cover the distance at ``track_max_speed``, each frame in between gets the position
+    interpolated linearly, provided a detected blob lies within one body length of it (the
+    animal is hidden in it, not lost: an animal that left the arena stays missing).
+    """
+    empty = {"frame": np.empty(0, np.int64), "identity": np.empty(0, np.int64),
+             "x": np.empty(0), "y": np.empty(0)}
+    det = result.detections
+    frames, slots = np.nonzero((result.assignment >= 0) & (result.tracklet_of >= 0))
+    if not len(frames) or max_speed_px <= 0:
+        return empty
+    rows = result.assignment[frames, slots]
+    ident = identities.identity[result.tracklet_of[frames, slots]]
+    body = max(float(np.median(det["major"][rows])), 1.0)
+    reach = max_speed_px / fps
+    out = {k: [] for k in empty}
+    for i in range(n_identities):
+        mine = ident == i
+        f = frames[mine]
+        order = np.argsort(f, kind="stable")
+        f, r = f[order], rows[mine][order]
+        jumps = np.flatnonzero(np.diff(f) > 1)
+        for k in jumps:
+            f0, f1 = int(f[k]), int(f[k + 1])
+            p0 = np.array([det["x"][r[k]], det["y"][r[k]]])
+            p1 = np.array([det["x"][r[k + 1]], det["y"][r[k + 1]]])
+            if np.hypot(*(p1 - p0)) > reach * (f1 - f0):
+                continue
+            for g in range(f0 + 1, f1):
+                p = p0 + (p1 - p0) * (g - f0) / (f1 - f0)
+                blobs = det.rows(g)
+                if blobs.stop == blobs.start:
+                    continue
+                d = np.hypot(det["x"][blobs] - p[0], det["y"][blobs] - p[1])
+                if d.min() <= HIDDEN_WITHIN_BODIES * body:
+                    out["frame"].append(g)
+                    out["identity"].append(i)
+                    out["x"].append(float(p[0]))
+                    out["y"].append(float(p[1]))
+    return {"frame": np.array(out["frame"], np.int64), "identity": np.array(out["identity"], np.int64),
+            "x": np.array(out["x"], float), "y": np.array(out["y"], float)}
 
 
 INFERRED_APPEARANCE_WEIGHT = 1.0  # body lengths of distance worth one e-fold of network probability

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import Cancelled, NapariTrexError
 from ..model import TrackingRun
 from ..progress import progress_events
+from ..results import max_speed_px
 from ..settings import Settings
 from ..video import Video
 from .assignment import (TrackletIdentities, assign_identities, identity_coverage,
@@ -394,9 +395,8 @@ def identify_events(
     if cuts:
         yield {"stage": "split", "message": f"split {len(cuts)} tracklet(s) where the predicted "
                "identity changed for good", "cuts": cuts}
-    max_speed_px = run.settings.track_max_speed / run.settings.pixel_size_cm(run.video_info.width)
     identities = assign_identities(tracking, sample_tracklets, probs, n, run.fps,
-                                   settings.manual_matches, max_speed_px)
+                                   settings.manual_matches, max_speed_px(run))
     final_disc = untrained(disc, trained_ranges)
     final_u = uniqueness(predict(model, final_disc[0], device), final_disc[1], n) \
         if len(final_disc[0]) else 0.0
