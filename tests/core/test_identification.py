@@ -472,10 +472,11 @@ def test_a_resting_animal_gets_the_same_crop_whichever_way_motion_guessed():
 
     resting = _result([(0, 0, 49), (1, 0, 49)])
     det = resting.detections
-    det.columns["x"][:50] = 20 + 0.05 * np.random.default_rng(1).standard_normal(50)  # jitter
-    det.columns["x"][50:] = np.linspace(10, 60, 50)  # slot 1 walks along x
+    still, walking = resting.assignment[:, 0], resting.assignment[:, 1]
+    det.columns["x"][still] = 20 + 0.05 * np.random.default_rng(1).standard_normal(50)  # jitter
+    det.columns["x"][walking] = np.linspace(10, 60, 50)  # slot 1 walks along x
     _, decided = heading_angles(resting, with_decided=True)
-    assert not decided[:50].any() and decided[50:].all()
+    assert not decided[still].any() and decided[walking].all()
 
 
 def test_uniqueness_counts_frames_that_show_every_animal_and_not_the_training_frames():
@@ -502,10 +503,10 @@ def test_the_automatic_crop_fits_the_animals_and_an_explicit_size_is_kept():
     small, why = automatic_params((0, 0), 1.0, 29.0, "moments", 15)
     assert small.size == (40, 40) and small.scale == 1.0 and "automatic" in why  # 1.3 x 29 -> 40
     big, _ = automatic_params((0, 0), 1.0, 100.0, "moments", 15)
-    assert big.size == (64, 64) and big.scale == pytest.approx(64 / 130)  # scaled down to fit
+    assert big.size == (48, 48) and big.scale == pytest.approx(48 / 130)  # scaled down to fit
     tiny, _ = automatic_params((0, 0), 1.0, 5.0, "moments", 15)
     assert tiny.size == (24, 24)  # three poolings still leave 3x3
-    halved, _ = automatic_params((0, 0), 0.5, 60.0, "moments", 15)
+    halved, _ = automatic_params((0, 0), 0.5, 50.0, "moments", 15)
     assert halved.size == (40, 40) and halved.scale == 0.5  # the user's scale applies first
     explicit, why = automatic_params((80, 64), 0.7, 29.0, "moments", 15)
     assert explicit.size == (80, 64) and explicit.scale == 0.7 and "recognition_image_size" in why
@@ -637,3 +638,33 @@ def test_a_results_folder_of_an_earlier_version_reads_kinematic_as_elimination(t
              n_samples=np.array([30, 0]), source=np.array(["network", "kinematic"]),
              mean_vectors=np.full((2, 2), np.nan))
     assert load_identities(tmp_path).source.tolist() == ["network", "elimination"]
+
+
+def test_segments_that_pass_are_trained_on_together_and_retried_alone_if_they_fail(four_animals,
+                                                                                   monkeypatch):  # noqa: E501
+    """Accumulation labels several segments with the network and trains one unit on all that
+    pass (TRex trains one unit per segment); a batch that lowers the uniqueness is tried
+    again one segment at a time."""
+    import napari_trex.core.identification.pipeline as pipeline
+
+    _, _, settings, _ = four_animals
+    synthetic = generate(n_individuals=4, n_frames=400, seed=2, cohesion=1.0, size=320)
+    video = ArrayVideo(synthetic.frames, 25)
+    run = track_video(video, settings)
+    assert len(run.segments) >= 4  # animals that gather: several global segments
+    events = []
+    quick = settings.updated(gpu_min_iterations=30, gpu_accumulation_max_segments=4)
+    identify(run, video, quick.updated(gpu_accepted_uniqueness=1.0, gpu_max_epochs=3),
+             progress=events.append)
+    units = [e["unit"] for e in events if e["stage"] == "epoch"]
+    assert any(u.endswith("segments") for u in units)  # "3 segments": one unit for several
+    # make every batch of several fail: the same segments come back one by one
+    monkeypatch.setattr(pipeline, "ACCEPT_SHARE_OF_BEST", 2.0)
+    events = []
+    identify(run, video, quick.updated(gpu_accepted_uniqueness=1.0, gpu_max_epochs=2,
+                                       gpu_accumulation_enable_final_step=False),
+             progress=events.append)
+    stages = [e["stage"] for e in events]
+    assert "accumulation" in stages
+    after = [e["unit"] for e in events[stages.index("accumulation"):] if e["stage"] == "epoch"]
+    assert after and all(u.startswith("segment [") for u in after)

@@ -164,6 +164,7 @@ def tracks_layer_data(run: Any, identities: Any = None, name: str = "tracks", ed
         "tracklet": table["tracklet"].astype(int),
         "end_reason": reasons[table["tracklet"]] if len(reasons) else np.empty(0, object),
         "confidence": table["identity_confidence"].astype(float),
+        "source": table["identity_source"].astype(str),  # network, elimination, inferred, ...
         "edited": _edited_rows(table, edited),
         "identity_colour": identity_colour_key(identity, n),
     }
@@ -215,6 +216,7 @@ def points_layer_data(run: Any, identities: Any = None, name: str = "animals", e
         "identified": identified,
         "tracklet": table["tracklet"].astype(int),
         "confidence": table["identity_confidence"].astype(float),
+        "source": table["identity_source"].astype(str),
         "label": label,
         "text_colour": np.where(identified, IDENTIFIED_TEXT, UNIDENTIFIED_TEXT).astype(object),
         "edited": _edited_rows(table, edited),

@@ -37,6 +37,8 @@ DISCRIMINATION_FRAMES = 333
 PREDICT_PER_TRACKLET = 60  # images averaged per tracklet when applying (evenly spread)
 PROBE_IMAGES = 100  # images per tracklet inside a segment to label it with the network
 ACCEPT_SHARE_OF_BEST = 0.98  # a segment is accepted if uniqueness stays >= this x the best so far
+ACCUMULATE_AT_ONCE = 4  # segments labelled and trained on in one unit (TRex: 1)
+FINAL_STEP_UNTIL = 0.995  # the final step runs only below this uniqueness (TRex: always)
 PREDICT_LONG_TRACKLET = 1000  # ... and for tracklets of >= 2·fps frames (switch detection)
 
 
@@ -284,74 +286,106 @@ def identify_events(
 
         # -- accumulation ----------------------------------------------------------------------
         if settings.gpu_enable_accumulation:
-            tried = 0
-            for k in order[1:]:
-                if best_u >= target or tried >= settings.gpu_accumulation_max_segments:
-                    break
-                if should_stop is not None and should_stop():
-                    raise Cancelled("identification cancelled")
-                tracklets = segment_tracklets(int(k))
-                new = [t for t in tracklets if t not in used]  # trained ones are not cut again
-                if not new:
+            pending = [int(k) for k in order[1:]]
+            tried: set[int] = set()
+            at_once = ACCUMULATE_AT_ONCE
+
+            def rejected(rng: list[int], why: str) -> Event:
+                steps.append({"step": len(steps), "range": rng, "status": "rejected", "reason": why})
+                return {"stage": "step", "step": len(steps) - 1, "accepted": False,
+                        "message": f"segment {rng}: rejected ({why})"}
+
+            while pending and best_u < target:
+                # label up to `at_once` segments with the current network, train once on all
+                # that pass; a batch that lowers the uniqueness is retried one by one (TRex)
+                batch: list[tuple[int, list[int], dict[int, int]]] = []
+                claimed: dict[int, int] = {}
+                while pending and len(batch) < at_once:
+                    if should_stop is not None and should_stop():
+                        raise Cancelled("identification cancelled")
+                    k = pending[0]
+                    if k not in tried and len(tried) >= settings.gpu_accumulation_max_segments:
+                        pending.clear()
+                        break
+                    pending.pop(0)
+                    tracklets = segment_tracklets(k)
+                    if not [t for t in tracklets if t not in used and t not in claimed]:
+                        continue  # trained ones are not cut again
+                    tried.add(k)
+                    rng = [int(segments.start[k]), int(segments.end[k])]
+                    probe = yield from probe_segment(k, tracklets)
+                    counts = np.array([(probe.tracklet == t).sum() for t in tracklets])
+                    if counts.min() <= 5:
+                        steps.append({"step": len(steps), "range": rng, "status": "rejected",
+                                      "reason": "NotEnoughImages"})
+                        continue
+                    mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet,
+                                                   n, settings.recognition_segment_add_factor)
+                    if mapping is None:
+                        yield rejected(rng, why)
+                        continue
+                    known = {**trained_label, **claimed}
+                    if any(t in known and mapping[t] != known[t] for t in tracklets):
+                        # the network now names a trained tracklet otherwise: not trusted
+                        yield rejected(rng, "ConflictsWithTraining")
+                        continue
+                    batch.append((k, tracklets, mapping))
+                    claimed.update({t: mapping[t] for t in tracklets if t not in used})
+                if not batch:
                     continue
-                tried += 1
-                probe = yield from probe_segment(int(k), tracklets)
-                counts = np.array([(probe.tracklet == t).sum() for t in tracklets])
-                rng = [int(segments.start[k]), int(segments.end[k])]
-                if counts.min() <= 5:
-                    steps.append({"step": len(steps), "range": rng, "status": "rejected",
-                                  "reason": "NotEnoughImages"})
-                    continue
-                mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet, n,
-                                               settings.recognition_segment_add_factor)
-                if mapping is None:
-                    steps.append({"step": len(steps), "range": rng, "status": "rejected", "reason": why})
-                    yield {"stage": "step", "step": len(steps) - 1, "accepted": False,
-                           "message": f"segment {rng}: rejected ({why})"}
-                    continue
-                clash = [t for t in tracklets if t in trained_label and mapping[t] != trained_label[t]]
-                if clash:  # the network now names a trained tracklet otherwise: not trusted
-                    why = "ConflictsWithTraining"
-                    steps.append({"step": len(steps), "range": rng, "status": "rejected", "reason": why})
-                    yield {"stage": "step", "step": len(steps) - 1, "accepted": False,
-                           "message": f"segment {rng}: rejected ({why})"}
-                    continue
+                ranges = [[int(segments.start[k]), int(segments.end[k])] for k, _, _ in batch]
                 remembered = dict(trained_label)
-                new_train, new_val = yield from labelled(new, [mapping[t] for t in new])
+                new = [t for t in claimed]
+                new_train, new_val = yield from labelled(new, [claimed[t] for t in new])
                 salt = _salt(train_set, cap)
                 candidate_train = Samples.concatenate([salt, new_train])
                 candidate_val = Samples.concatenate([val_set, new_val])
                 saved = {key: v.clone() for key, v in model.state_dict().items()}
-                candidate_ranges = [*trained_ranges, (rng[0], rng[1])]
-                unit = yield from unit_events(f"segment {rng}", model, candidate_train.images,
+                candidate_ranges = [*trained_ranges, *[(a, b) for a, b in ranges]]
+                label = f"segment {ranges[0]}" if len(batch) == 1 else f"{len(batch)} segments"
+                unit = yield from unit_events(label, model, candidate_train.images,
                                               candidate_train.label, candidate_val.images,
                                               candidate_val.label,
                                               untrained(disc, candidate_ranges), config, device,
                                               previous_best=best_u)
-                # one rule: a segment that keeps the uniqueness within 2 % of the best (TRex)
-                # keeps its images and the weights trained with them; otherwise both go
+                # one rule: segments that keep the uniqueness within 2 % of the best (TRex)
+                # keep their images and the weights trained with them; otherwise both go
                 accepted = unit.uniqueness >= ACCEPT_SHARE_OF_BEST * best_u
                 if accepted:
                     train_set = Samples.concatenate([train_set, new_train])
                     val_set = candidate_val
-                    used.update(tracklets)
+                    for _, tracklets, _ in batch:
+                        used.update(tracklets)
                     trained_ranges[:] = candidate_ranges
                     best_u = max(best_u, unit.uniqueness)
                 else:
                     model.load_state_dict(saved)
                     trained_label.clear()
                     trained_label.update(remembered)
+                    if len(batch) > 1:  # one of them may be the culprit: one at a time from here
+                        at_once = 1
+                        pending[:0] = [k for k, _, _ in batch]
+                        tried.difference_update(k for k, _, _ in batch)
+                        yield {"stage": "accumulation", "message": f"{len(batch)} segments together lowered "
+                               f"the uniqueness to {unit.uniqueness:.3f}: trying them one by one"}
+                        continue
                 status = "accepted" if accepted else "rejected"
-                steps.append({"step": len(steps), "range": rng, "status": status,
-                              "uniqueness": unit.uniqueness, "epochs": unit.epochs,
-                              "reason": "" if accepted else "UniquenessTooLow"})
-                yield {"stage": "step", "step": len(steps) - 1, "uniqueness": unit.uniqueness,
-                       "accepted": accepted, "best_uniqueness": best_u,
-                       "message": f"segment {rng}: {status}, uniqueness {unit.uniqueness:.3f} "
-                       f"(best {best_u:.3f}, target {target:.3f})"}
+                for rng in ranges:
+                    steps.append({"step": len(steps), "range": rng, "status": status,
+                                  "uniqueness": unit.uniqueness, "epochs": unit.epochs,
+                                  "reason": "" if accepted else "UniquenessTooLow"})
+                    yield {"stage": "step", "step": len(steps) - 1, "uniqueness": unit.uniqueness,
+                           "accepted": accepted, "best_uniqueness": best_u,
+                           "message": f"segment {rng}: {status}, uniqueness {unit.uniqueness:.3f} "
+                           f"(best {best_u:.3f}, target {target:.3f})"}
 
         # -- final step on all images ------------------------------------------------------------
-        if settings.gpu_accumulation_enable_final_step and train_set is not None:
+        if settings.gpu_accumulation_enable_final_step and train_set is not None \
+                and best_u >= FINAL_STEP_UNTIL:
+            steps.append({"step": len(steps), "status": "final skipped", "uniqueness": best_u})
+            yield {"stage": "step", "step": len(steps) - 1, "uniqueness": best_u, "accepted": True,
+                   "message": f"final step skipped: uniqueness {best_u:.3f} leaves nothing to gain"}
+        elif settings.gpu_accumulation_enable_final_step and train_set is not None:
             # every training image at once; the hold-out stays out (it validates this step too)
             saved = {key: v.clone() for key, v in model.state_dict().items()}
             epochs = max(3, int(0.25 * settings.gpu_max_epochs))

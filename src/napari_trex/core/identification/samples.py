@@ -40,7 +40,7 @@ class SampleParams:
 
 
 AUTO_SIDE_PER_BODY = 1.3  # automatic crop: its side in body lengths (the animal turned along x)
-AUTO_MAX_SIDE = 64  # ... at most this many px (bigger animals are scaled down): speed
+AUTO_MAX_SIDE = 48  # ... at most this many px (bigger animals are scaled down): speed
 AUTO_MIN_SIDE = 24  # ... at least (three 2x2 poolings leave 3x3)
 
 
@@ -52,7 +52,8 @@ def automatic_params(size: tuple[int, int], scale: float, body_length_px: float,
     CPU), and an animal of 28 px in TRex's default 80x80 crop is mostly background. The
     automatic crop is a square ~1.3 body lengths wide (body length: the 90th percentile of the
     tracked blobs' major axes, after ``recognition_image_scale``), rounded up to a multiple of
-    8 px, between 24 and 64 px; an animal larger than that is scaled down to fit.
+    8 px, between 24 and 48 px (idtracker.ai's usual size); an animal larger than that is
+    scaled down to fit.
     """
     if tuple(size) != (0, 0):
         return SampleParams(tuple(int(v) for v in size), scale, normalization, threshold), \
