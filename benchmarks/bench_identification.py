@@ -36,10 +36,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def run_one(path: Path, settings, truth=None, label: str = "", distance: float = 14.0) -> dict:
     from napari_trex.core.evaluation import identity_score
-    from napari_trex.core.identification.assignment import identity_coverage
+    from napari_trex.core.identification.assignment import hidden_positions, identity_coverage
     from napari_trex.core.identification.pipeline import identify
     from napari_trex.core.pipeline import track_video
-    from napari_trex.core.results import trajectory_table
+    from napari_trex.core.results import max_speed_px, trajectory_table
     from napari_trex.core.video import open_video
 
     video = open_video(path)
@@ -51,7 +51,8 @@ def run_one(path: Path, settings, truth=None, label: str = "", distance: float =
         e["stage"] not in ("images", "epoch") or (SHOW_EPOCHS and e["stage"] == "epoch"))
         and print("   ", e["message"].strip(), flush=True))
     t_ident = time.perf_counter() - t0
-    coverage = identity_coverage(run.result, result.identities, run.n_individuals)
+    hidden = hidden_positions(run.result, result.identities, run.n_individuals, run.fps, max_speed_px(run))
+    coverage = identity_coverage(run.result, result.identities, run.n_individuals, hidden)
     sources = ", ".join(f"{k} {v:.2%}" for k, v in coverage.items() if k != "all" and v > 0)
     print(f"{label}: {len(video)} frames, {run.n_individuals} animals, device {result.device}")
     print(f"  tracking {t_track:.0f} s, identification {t_ident:.0f} s, total {t_track + t_ident:.0f} s; "
@@ -78,11 +79,21 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated cases: realistic, sample, flies, test_A, test_B")
     parser.add_argument("--seeds", default="1,2", help="seeds of the realistic videos and the fly runs")
     parser.add_argument("--epochs", action="store_true", help="print every epoch too")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for every case (e.g. gpu_learning_rate=0.001)")
     args = parser.parse_args()
     global SHOW_EPOCHS
     SHOW_EPOCHS = args.epochs
     only = set(args.only.split(",")) if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
+    extra = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        extra[name] = type(getattr(Settings(), name))(value)
+
+    def settings(**values) -> Settings:
+        """A case's settings, with --set on top."""
+        return Settings().updated(**{**values, **extra})
     work = Path(args.workdir or tempfile.mkdtemp(prefix="napari-trex-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -96,17 +107,17 @@ def main() -> int:
             if not path.exists():
                 generate(n_individuals=8, n_frames=3000, seed=seed, realistic=True).write(path)
             truth = read_ground_truth(path.with_name(f"{path.stem}_ground_truth.csv"))
-            rows.append(run_one(path, Settings().updated(track_max_individuals=8, track_max_speed=30.0),
+            rows.append(run_one(path, settings(track_max_individuals=8, track_max_speed=30.0),
                                 truth, f"realistic 8x3000 seed {seed}"))
     if wanted("sample"):
         path, truth_path = sample_video(folder=work)
-        rows.append(run_one(path, Settings().updated(track_max_individuals=4, track_max_speed=30.0),
+        rows.append(run_one(path, settings(track_max_individuals=4, track_max_speed=30.0),
                             read_ground_truth(truth_path), "bundled sample 4x500"))
     if SHARED.is_dir():
         from track_shared_data import VIDEOS  # the documented tracking settings of each recording
 
-        def documented(name: str, **more) -> Settings:
-            return Settings().updated(cm_per_pixel=1.0, auto_minmax_size=True, **VIDEOS[name][1], **more)
+        def documented(name: str, **more):
+            return settings(cm_per_pixel=1.0, auto_minmax_size=True, **VIDEOS[name][1], **more)
 
         flies = SHARED / "sleap_flies_clip"
         if wanted("flies") and flies.is_dir():

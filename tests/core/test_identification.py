@@ -604,6 +604,10 @@ def test_the_share_of_identified_animal_frames_counts_every_expected_animal_fram
     assert coverage["all"] == pytest.approx(coverage["network"] + coverage["elimination"]
                                             + coverage["inferred"])
     assert coverage["all"] <= 200 / 300  # an animal never found is never counted as identified
+    hidden = {"frame": np.arange(5), "identity": np.full(5, 2), "x": np.zeros(5), "y": np.zeros(5)}
+    with_hidden = identity_coverage(result, ids, 3, hidden)
+    assert with_hidden["interpolated"] == pytest.approx(5 / 300)
+    assert with_hidden["all"] == pytest.approx(coverage["all"] + 5 / 300)
 
 
 def test_an_animal_hidden_in_a_blob_of_several_gets_its_place_and_a_lost_one_does_not():
@@ -668,3 +672,22 @@ def test_segments_that_pass_are_trained_on_together_and_retried_alone_if_they_fa
     assert "accumulation" in stages
     after = [e["unit"] for e in events[stages.index("accumulation"):] if e["stage"] == "epoch"]
     assert after and all(u.startswith("segment [") for u in after)
+
+
+def test_a_unit_whose_uniqueness_stopped_improving_ends(monkeypatch):
+    """Fish that never reach the target: a noisy uniqueness curve never plateaus by TRex's
+    rule, so without patience the unit ran to gpu_max_epochs; it ends 10 epochs after its
+    best, and the best state is the one kept."""
+    import napari_trex.core.identification.training as training
+
+    curve = iter([0.5, 0.9, 0.8, 0.85, 0.7, 0.88, 0.6, 0.89, 0.75, 0.86, 0.7, 0.88, 0.8, 0.87] * 5)
+    monkeypatch.setattr(training, "uniqueness", lambda *a, **k: next(curve))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 16, 16)).astype(np.uint8)
+    labels = rng.integers(0, 2, 40)  # nothing to learn: validation never all right
+    config = training.TrainingConfig(n_identities=2, size=(16, 16), max_epochs=60,
+                                     accepted_uniqueness=0.99, min_iterations=2)
+    unseen = rng.integers(0, 255, (40, 16, 16)).astype(np.uint8)  # random labels do not generalise
+    unit = training.train_unit(IdentityNetwork(2, (16, 16)), images, labels, unseen, labels,
+                               (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"))
+    assert unit.epochs == 12 and unit.stopped_because.startswith("no better uniqueness")

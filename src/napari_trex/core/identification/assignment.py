@@ -207,11 +207,12 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
     return TrackletIdentities(identity, probability, n_samples, source, vectors)
 
 
-def identity_coverage(result: TrackingResult, identities: TrackletIdentities, n_identities: int
-                      ) -> dict[str, float]:
+def identity_coverage(result: TrackingResult, identities: TrackletIdentities, n_identities: int,
+                      hidden: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Share of all expected animal-frames (N x frames) that carry an identity (``"all"``), and
-    the share given by each source. Counting only what was tracked would hide every frame in
-    which an animal was never found."""
+    the share given by each source (with ``hidden``, :func:`hidden_positions`, also
+    "interpolated"). Counting only what was tracked would hide every frame in which an animal
+    was never found."""
     expected = n_identities * len(result.assignment)
     frames, slots = np.nonzero((result.assignment >= 0) & (result.tracklet_of >= 0))
     tid = result.tracklet_of[frames, slots]
@@ -219,9 +220,12 @@ def identity_coverage(result: TrackingResult, identities: TrackletIdentities, n_
     keep = ident >= 0
     pairs = np.unique(frames[keep] * n_identities + ident[keep], return_index=True)[1]
     sources = identities.source[tid[keep][pairs]]
-    out = {"all": len(pairs) / expected if expected else 0.0}
+    n_hidden = 0 if hidden is None else len(hidden["frame"])
+    out = {"all": (len(pairs) + n_hidden) / expected if expected else 0.0}
     for name in SOURCES:
         out[name] = float((sources == name).sum() / expected) if expected else 0.0
+    if hidden is not None:
+        out[INTERPOLATED] = n_hidden / expected if expected else 0.0
     return out
 
 

@@ -24,7 +24,7 @@ from ..progress import progress_events
 from ..results import max_speed_px
 from ..settings import Settings
 from ..video import Video
-from .assignment import (TrackletIdentities, assign_identities, identity_coverage,
+from .assignment import (TrackletIdentities, assign_identities, hidden_positions, identity_coverage,
                          split_suspicious_tracklets)
 from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device, seeded,
                       load_weights, place, predict)
@@ -436,7 +436,8 @@ def identify_events(
         if len(final_disc[0]) else 0.0
     run.result = tracking  # only now, after success: split tracklets become the run's tracklets
     elapsed = time.perf_counter() - started
-    coverage = identity_coverage(run.result, identities, n)
+    hidden = hidden_positions(run.result, identities, n, run.fps, max_speed_px(run))
+    coverage = identity_coverage(run.result, identities, n, hidden)
     share = coverage.pop("all")
     how = ", ".join(f"{name} {value:.1%}" for name, value in coverage.items() if value > 0)
     yield {"stage": "done", "uniqueness": final_u, "identified_share": share, "sources": coverage,

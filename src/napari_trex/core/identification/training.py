@@ -23,6 +23,10 @@ correctly with a validation loss below :data:`NOTHING_LEFT_LOSS`; TRex's relativ
 rule rarely fires at such tiny losses, so the final step ran its full epoch cap for nothing.
 For the same reason the final step, like any unit, ends after two epochs in a row with every
 identity > 97 % right on the hold-out (on a CPU each of its epochs was worth 40 s for nothing).
+And a unit ends when its best uniqueness has not improved for :data:`PATIENCE_EPOCHS` epochs:
+on fish that never reach the target, TRex's plateau rule (consecutive epochs within 0.002)
+does not fire on a noisy curve, and the unit ran to ``gpu_max_epochs``; the best state is
+kept either way.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ..errors import Cancelled
 from .network import IdentityNetwork, predict, seeded, to_tensor
 
 EPOCH_UNIQUENESS_FRAMES = 100
+PATIENCE_EPOCHS = 10  # a unit whose best uniqueness has not improved for this long ends
 NOTHING_LEFT_LOSS = 1e-3  # validation loss below this, every image right: more epochs only cost time
 
 
@@ -173,7 +178,7 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
         steps = max(config.min_iterations, math.ceil(len(x_train) / bs)) if len(x_train) >= 2 else 0
         shift = max(0, min(2, int(0.05 * min(config.size))))
         epochs_cap = max_epochs if max_epochs is not None else config.max_epochs
-        best_u, best_state = -1.0, copy.deepcopy(model.state_dict())
+        best_u, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
         history: list[dict[str, float]] = []
         reason = "max epochs"
         epoch = 0
@@ -208,7 +213,7 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
             history.append(record)
             yield record
             if u > best_u:
-                best_u, best_state = u, copy.deepcopy(model.state_dict())
+                best_u, best_state, best_epoch = u, copy.deepcopy(model.state_dict()), epoch
             if not final and u >= config.accepted_uniqueness and u >= 0.98 * previous_best:
                 reason = "uniqueness reached"
                 break
@@ -220,6 +225,9 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                 break
             if previous_best > 0 and epoch >= 5 and best_u < previous_best ** 2:
                 reason = "no better than before"
+                break
+            if epoch - best_epoch >= PATIENCE_EPOCHS:
+                reason = f"no better uniqueness for {PATIENCE_EPOCHS} epochs"
                 break
             if epoch >= 10:
                 last = [h["uniqueness"] for h in history[-6:]]

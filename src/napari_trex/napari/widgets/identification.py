@@ -220,13 +220,15 @@ class IdentificationWidget(JobPanel, Container):
                 show_error(f"napari-trex: identified, but could not save into "
                            f"{settings.output_dir}: {exc}; save from Corrections")
         session.show_results(self.viewer)
-        from ...core.identification.assignment import identity_coverage
+        from ...core.identification.assignment import hidden_positions, identity_coverage
+        from ...core.results import max_speed_px
 
         run = session.run
-        coverage = identity_coverage(run.result, session.identities, run.n_individuals)
-        how = ", ".join(f"{name} {coverage[name]:.1%}" for name in ("network", "elimination",
-                                                                     "inferred", "manual")
-                        if coverage[name] > 0)
+        hidden = hidden_positions(run.result, session.identities, run.n_individuals, run.fps,
+                                  max_speed_px(run))
+        coverage = identity_coverage(run.result, session.identities, run.n_individuals, hidden)
+        how = ", ".join(f"{name} {value:.1%}" for name, value in coverage.items()
+                        if name != "all" and value > 0)
         message = (f"identification done: uniqueness {result.uniqueness:.3f}\n"
                    f"{coverage['all']:.1%} of the {run.n_individuals} x {len(run.result.assignment)} "
                    f"animal-frames have an identity ({how or 'none'}){saved}")
