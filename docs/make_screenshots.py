@@ -65,7 +65,6 @@ def main() -> int:
     shot("tracking.png")
 
     ident = workspace.show_tab("Identify")
-    ident.form.field("recognition_image_size").value = "[48, 48]"
     ident.form.field("gpu_max_epochs").value = 10
     wait(ident.start("start"))
     shot("identification.png")

@@ -682,6 +682,9 @@ def test_a_unit_whose_uniqueness_stopped_improving_ends(monkeypatch):
 
     curve = iter([0.5, 0.9, 0.8, 0.85, 0.7, 0.88, 0.6, 0.89, 0.75, 0.86, 0.7, 0.88, 0.8, 0.87] * 5)
     monkeypatch.setattr(training, "uniqueness", lambda *a, **k: next(curve))
+    # the loss rules would fire on this noise at random epochs: this test is about patience
+    monkeypatch.setattr(training, "_loss_plateau", lambda losses: False)
+    monkeypatch.setattr(training, "_overfitting", lambda losses, initial: False)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (40, 16, 16)).astype(np.uint8)
     labels = rng.integers(0, 2, 40)  # nothing to learn: validation never all right

@@ -3,8 +3,10 @@
 Files (all ours; anything else in the folder is left alone):
 
 * ``trajectories.csv`` — one row per animal and frame where it was seen:
-  ``frame,time,identity,x,y,angle,area,tracklet,split`` (x, y px; angle in radians, the
-  heading: moment orientation with head/tail resolved by the motion over the tracklet);
+  ``frame,time,identity,x,y,angle,area,tracklet,split,tracking_slot,identity_confidence,
+  identity_source`` (x, y px; angle in radians, the heading: moment orientation with head/tail
+  resolved by the motion over the tracklet); after identification also one row per animal
+  hidden in a blob of several (``identity_source`` interpolated, tracklet and slot -1);
 * ``tracklets.csv`` — ``tracklet,identity,start,end,length,end_reason,end_code``;
 * ``global_segments.csv`` — ``start,end,length,min_cells,average_samples,rank``;
 * ``settings.toml`` — the settings actually used (automatic values filled in);
