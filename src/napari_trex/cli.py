@@ -317,8 +317,13 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _print_event(event: dict) -> None:
-    """Steps on their own line; epochs overwrite one line on a terminal (skipped in logs)."""
-    if event.get("stage") == "epoch":
+    """Steps on their own line; epochs and image cutting overwrite one line on a terminal (in
+    logs: no epochs, and image cutting once, when done)."""
+    if event.get("stage") == "images" and not sys.stdout.isatty():
+        if event.get("done") == event.get("total"):
+            print(f"{event['message']} ({event['total']} frames)", flush=True)
+        return
+    if event.get("stage") in ("epoch", "images"):
         if sys.stdout.isatty():
             sys.stdout.write("\r" + event["message"].strip().ljust(70))
             sys.stdout.flush()

@@ -229,6 +229,18 @@ def identity_coverage(result: TrackingResult, identities: TrackletIdentities, n_
     return out
 
 
+def _position(result: TrackingResult, tracklet: int, frame: int) -> np.ndarray:
+    """(x, y) of ``tracklet``'s blob in ``frame``."""
+    row = result.assignment[frame, result.tracklets.individual[tracklet]]
+    return np.array([result.detections["x"][row], result.detections["y"][row]])
+
+
+def _body_length(result: TrackingResult) -> float:
+    """The animals' length in px: the median major axis of the tracked blobs (at least 1)."""
+    rows = result.assignment[result.assignment >= 0]
+    return max(float(np.median(result.detections["major"][rows])) if len(rows) else 1.0, 1.0)
+
+
 HIDDEN_WITHIN_BODIES = 1.0  # a hidden animal's place must lie this close to a detected blob
 
 
@@ -252,7 +264,7 @@ def hidden_positions(result: TrackingResult, identities: TrackletIdentities, n_i
         return empty
     rows = result.assignment[frames, slots]
     ident = identities.identity[result.tracklet_of[frames, slots]]
-    body = max(float(np.median(det["major"][rows])), 1.0)
+    body = _body_length(result)
     reach = max_speed_px / fps
     out = {k: [] for k in empty}
     for i in range(n_identities):
@@ -298,12 +310,6 @@ def _chains(result: TrackingResult, pieces: np.ndarray, reach: float) -> list[li
     other candidate on either side. A chain is then given one identity as a whole, decided
     at its two ends, where the animal was last and is next seen with an identity."""
     t = result.tracklets
-    det = result.detections
-
-    def where(tid: int, frame: int) -> np.ndarray:
-        row = result.assignment[frame, t.individual[tid]]
-        return np.array([det["x"][row], det["y"][row]])
-
     ending: dict[int, list[int]] = {}
     starting: dict[int, list[int]] = {}
     for tid in pieces:
@@ -314,8 +320,8 @@ def _chains(result: TrackingResult, pieces: np.ndarray, reach: float) -> list[li
         starters = starting.get(frame + 1)
         if not starters:
             continue
-        a = np.array([where(k, frame) for k in enders])
-        b = np.array([where(k, frame + 1) for k in starters])
+        a = np.array([_position(result, k, frame) for k in enders])
+        b = np.array([_position(result, k, frame + 1) for k in starters])
         d = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
         for i in range(len(enders)):
             j = int(d[i].argmin())
@@ -353,8 +359,7 @@ def _retrack_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarr
     for it where the chain's pieces have images; the cheapest pairs are taken first, and rounds
     repeat since every chain placed is a new neighbour. A chain no identity can reach keeps none.
     """
-    rows = result.assignment[result.assignment >= 0]
-    body = max(float(np.median(result.detections["major"][rows])) if len(rows) else 1.0, 1.0)
+    body = _body_length(result)
     reach = max_speed_px / fps
     open_pieces = np.array([k for k in np.flatnonzero(identity < 0) if source[k] != "removed"], np.int64)
     for chains in (_chains(result, open_pieces, reach), None):
@@ -369,11 +374,6 @@ def _place_chains(chains: list[list[int]], result: TrackingResult, identity: np.
                   taken: np.ndarray, n_identities: int, body: float, reach: float) -> None:
     """The rounds of :func:`_retrack_gaps`: cheapest (chain, identity) pairs first."""
     t = result.tracklets
-    det = result.detections
-
-    def position(tid: int, frame: int) -> np.ndarray:
-        row = result.assignment[frame, t.individual[tid]]
-        return np.array([det["x"][row], det["y"][row]])
 
     for _ in range(4):
         by_end, by_start = [], []
@@ -387,7 +387,7 @@ def _place_chains(chains: list[list[int]], result: TrackingResult, identity: np.
                 continue
             first, last = chain[0], chain[-1]
             a, b = int(t.start[first]), int(t.end[last])
-            here_a, here_b = position(first, a), position(last, b)
+            here_a, here_b = _position(result, first, a), _position(result, last, b)
             seen = [k for k in chain if not np.isnan(vectors[k]).any()]
             appearance = np.mean([vectors[k] for k in seen], axis=0) if seen else None
             for i in np.flatnonzero(~taken[a: b + 1].any(axis=0)):
@@ -400,10 +400,10 @@ def _place_chains(chains: list[list[int]], result: TrackingResult, identity: np.
                 before = after = None
                 if k >= 0:
                     p = int(ids_end[k])
-                    before = (int(t.end[p]), position(p, int(t.end[p])))
+                    before = (int(t.end[p]), _position(result, p, int(t.end[p])))
                 if m < len(starts):
                     q = int(ids_start[m])
-                    after = (int(t.start[q]), position(q, int(t.start[q])))
+                    after = (int(t.start[q]), _position(result, q, int(t.start[q])))
                 if before is not None and np.hypot(*(here_a - before[1])) > reach * (a - before[0]):
                     continue
                 if after is not None and np.hypot(*(after[1] - here_b)) > reach * (after[0] - b):
