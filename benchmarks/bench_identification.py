@@ -8,8 +8,9 @@ Cases (each tracked and identified from scratch, the crop size automatic):
              uneven light), 8 animals x 3000 frames, one video per seed (--seeds)
   sample     the bundled sample (4 animals x 500 frames), what a newcomer tries first
   flies      ../shared/data/sleap_flies_clip against gt.csv, once per seed (--seeds)
-  test_A/B   ../shared/data/idtrackerai_zebrafish8 (no ground truth: uniqueness and the share
-             of N x frames with an identity)
+  test_A/B   ../shared/data/idtrackerai_zebrafish8 (no ground truth: uniqueness, the share of
+             N x frames with an identity, and the agreement with idtracker.ai's tracks, a tool
+             baseline scored like ground truth: "right" there means "as idtracker.ai says")
 
 Per case it prints: the share of ground-truth animal-frames whose identity sits on its animal
 (``evaluation.identity_score``: a missing identity counts as wrong), wrong and missing counts,
@@ -27,14 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from _common import rss_mb
 
 SHOW_EPOCHS = False
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def run_one(path: Path, settings, truth=None, label: str = "", distance: float = 14.0) -> dict:
+def run_one(path: Path, settings, truth=None, label: str = "", distance: float = 14.0,
+            truth_name: str = "ground truth") -> dict:
     from napari_trex.core.evaluation import identity_score
     from napari_trex.core.identification.assignment import hidden_positions, identity_coverage
     from napari_trex.core.identification.pipeline import identify
@@ -64,7 +65,7 @@ def run_one(path: Path, settings, truth=None, label: str = "", distance: float =
     if truth is not None:
         table = trajectory_table(run, result.identities, hidden=True)  # as trajectories.csv
         score = identity_score(table["frame"], table["identity"], table["x"], table["y"], truth, distance)
-        print(f"  ground truth: {score.share_right:.3%} of {score.total} animal-frames right "
+        print(f"  {truth_name}: {score.share_right:.3%} of {score.total} animal-frames right "
               f"({score.wrong} wrong, {score.missing} missing)")
         out["right"] = score.share_right
     return out
@@ -114,22 +115,25 @@ def main() -> int:
         rows.append(run_one(path, settings(track_max_individuals=4, track_max_speed=30.0),
                             read_ground_truth(truth_path), "bundled sample 4x500"))
     if SHARED.is_dir():
-        from track_shared_data import VIDEOS  # the documented tracking settings of each recording
+        from track_shared_data import VIDEOS, reference_table  # the documented settings of each recording
 
         def documented(name: str, **more):
             return settings(cm_per_pixel=1.0, auto_minmax_size=True, **VIDEOS[name][1], **more)
 
         flies = SHARED / "sleap_flies_clip"
         if wanted("flies") and flies.is_dir():
-            table = np.genfromtxt(flies / "gt.csv", delimiter=",", names=True)
-            gt = {"frame": table["frame"].astype(int), "identity": table["identity"].astype(int),
-                  "x": table["x"], "y": table["y"]}
+            gt = reference_table(flies / "gt.csv")
             for seed in seeds:
                 rows.append(run_one(SHARED / VIDEOS["flies"][0], documented("flies", seed=seed), gt,
                                     f"flies seed {seed}", distance=25.0))
         for name in ("test_A", "test_B"):
             if wanted(name):
-                rows.append(run_one(SHARED / VIDEOS[name][0], documented(name), None, f"zebrafish {name}"))
+                # idtracker.ai's tracks: a tool baseline, not ground truth ("right" = agreement)
+                reference = SHARED / VIDEOS[name][0]
+                reference = reference.with_name(f"reference_idtrackerai_{name}.csv")
+                baseline = reference_table(reference) if reference.exists() else None
+                rows.append(run_one(SHARED / VIDEOS[name][0], documented(name), baseline,
+                                    f"zebrafish {name}", distance=20.0, truth_name="idtracker.ai"))
     print("\n| case | right (missing = wrong) | N x frames identified | uniqueness | tracking | identification |")
     print("|---|---|---|---|---|---|")
     for r in rows:

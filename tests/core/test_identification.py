@@ -498,17 +498,26 @@ def test_uniqueness_counts_frames_that_show_every_animal_and_not_the_training_fr
 
 
 def test_the_automatic_crop_fits_the_animals_and_an_explicit_size_is_kept():
-    from napari_trex.core.identification.samples import automatic_params
+    from napari_trex.core.identification.samples import AUTO_MAX_AREA, automatic_params
 
-    small, why = automatic_params((0, 0), 1.0, 29.0, "moments", 15)
-    assert small.size == (40, 40) and small.scale == 1.0 and "automatic" in why  # 1.3 x 29 -> 40
+    # a fish 72 px long and 17 px wide lies along x: a long low crop, resolution kept
+    fish, why = automatic_params((0, 0), 1.0, 72.0, "moments", 15, body_width_px=17.0)
+    width, height = fish.size
+    assert width > 2.5 * height and "automatic" in why
+    assert width * height <= 1.1 * AUTO_MAX_AREA and fish.scale > 0.85  # a square: 48x48 at 0.52
+    assert width >= 1.2 * 72 * fish.scale and height >= 1.4 * 17 * fish.scale  # the animal fits
+    small, _ = automatic_params((0, 0), 1.0, 29.0, "moments", 15, body_width_px=14.0)
+    assert small.size == (36, 24) and small.scale == 1.0  # never scaled up
+    # unturned crops (normalization none) stay square: the animal can point anywhere
+    square, _ = automatic_params((0, 0), 1.0, 29.0, "none", 15, body_width_px=14.0)
+    assert square.size == (36, 36)
     big, _ = automatic_params((0, 0), 1.0, 100.0, "moments", 15)
     assert big.size == (48, 48) and big.scale == pytest.approx(48 / 130)  # scaled down to fit
-    tiny, _ = automatic_params((0, 0), 1.0, 5.0, "moments", 15)
+    tiny, _ = automatic_params((0, 0), 1.0, 5.0, "moments", 15, body_width_px=2.0)
     assert tiny.size == (24, 24)  # three poolings still leave 3x3
     halved, _ = automatic_params((0, 0), 0.5, 50.0, "moments", 15)
-    assert halved.size == (40, 40) and halved.scale == 0.5  # the user's scale applies first
-    explicit, why = automatic_params((80, 64), 0.7, 29.0, "moments", 15)
+    assert halved.size == (32, 32) and halved.scale == 0.5  # the user's scale applies first
+    explicit, why = automatic_params((80, 64), 0.7, 29.0, "moments", 15, body_width_px=14.0)
     assert explicit.size == (80, 64) and explicit.scale == 0.7 and "recognition_image_size" in why
 
 
@@ -533,7 +542,7 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
                       progress=events.append)
     assert len(asked) == len(set(asked))  # no animal-frame cut twice
     crops = [e for e in events if e["stage"] == "crops"][0]
-    assert "automatic" in crops["message"] and crops["image_size"][0] % 8 == 0
+    assert "automatic" in crops["message"] and crops["image_size"][0] % 4 == 0
     from napari_trex.core.identification.network import save_weights
 
     save_weights(result.model, tmp_path / "w.pt", {})
@@ -644,11 +653,13 @@ def test_a_results_folder_of_an_earlier_version_reads_kinematic_as_elimination(t
     assert load_identities(tmp_path).source.tolist() == ["network", "elimination"]
 
 
-def test_segments_that_pass_are_trained_on_together_and_retried_alone_if_they_fail(four_animals,
-                                                                                   monkeypatch):  # noqa: E501
-    """Accumulation labels several segments with the network and trains one unit on all that
-    pass (TRex trains one unit per segment); a batch that lowers the uniqueness is tried
-    again one segment at a time."""
+def test_segments_that_pass_are_trained_on_together_and_retried_in_halves_if_they_fail(
+        four_animals, monkeypatch):
+    """Accumulation labels every remaining segment with the network and trains one unit on all
+    that pass (TRex trains one unit per segment); a batch that lowers the uniqueness is tried
+    again in halves, down to one segment at a time."""
+    import re
+
     import napari_trex.core.identification.pipeline as pipeline
 
     _, _, settings, _ = four_animals
@@ -662,7 +673,11 @@ def test_segments_that_pass_are_trained_on_together_and_retried_alone_if_they_fa
              progress=events.append)
     units = [e["unit"] for e in events if e["stage"] == "epoch"]
     assert any(u.endswith("segments") for u in units)  # "3 segments": one unit for several
-    # make every batch of several fail: the same segments come back one by one
+
+    def size(unit: str) -> int:
+        return 1 if unit.startswith("segment [") else int(unit.split()[0])
+
+    # make every batch of several fail: the same segments come back in halves, then alone
     monkeypatch.setattr(pipeline, "ACCEPT_SHARE_OF_BEST", 2.0)
     events = []
     identify(run, video, quick.updated(gpu_accepted_uniqueness=1.0, gpu_max_epochs=2,
@@ -670,27 +685,48 @@ def test_segments_that_pass_are_trained_on_together_and_retried_alone_if_they_fa
              progress=events.append)
     stages = [e["stage"] for e in events]
     assert "accumulation" in stages
-    after = [e["unit"] for e in events[stages.index("accumulation"):] if e["stage"] == "epoch"]
-    assert after and all(u.startswith("segment [") for u in after)
+    first = events[stages.index("accumulation")]["message"]
+    failed, at_once = (int(v) for v in re.findall(r"(\d+) segments together.* (\d+) at a time", first)[0])
+    assert at_once == max(1, failed // 2)
+    after = [size(e["unit"]) for e in events[stages.index("accumulation"):] if e["stage"] == "epoch"
+             and e["unit"] != "initial unit"]
+    assert after and max(after) <= at_once and after[-1] == 1
 
 
-def test_a_unit_whose_uniqueness_stopped_improving_ends(monkeypatch):
+def test_a_unit_ends_when_more_epochs_gain_little_and_goes_on_while_they_do(monkeypatch):
     """Fish that never reach the target: a noisy uniqueness curve never plateaus by TRex's
-    rule, so without patience the unit ran to gpu_max_epochs; it ends 10 epochs after its
-    best, and the best state is the one kept."""
+    rule, so a unit ran on towards gpu_max_epochs for a few thousandths; it ends once five
+    epochs raised the best by less than a tenth of what was left, keeping the best state. A
+    curve that still climbs goes on."""
     import napari_trex.core.identification.training as training
 
-    curve = iter([0.5, 0.9, 0.8, 0.85, 0.7, 0.88, 0.6, 0.89, 0.75, 0.86, 0.7, 0.88, 0.8, 0.87] * 5)
-    monkeypatch.setattr(training, "uniqueness", lambda *a, **k: next(curve))
-    # the loss rules would fire on this noise at random epochs: this test is about patience
+    # the loss rules would fire on this noise at random epochs: this test is about the gain
     monkeypatch.setattr(training, "_loss_plateau", lambda losses: False)
     monkeypatch.setattr(training, "_overfitting", lambda losses, initial: False)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (40, 16, 16)).astype(np.uint8)
     labels = rng.integers(0, 2, 40)  # nothing to learn: validation never all right
-    config = training.TrainingConfig(n_identities=2, size=(16, 16), max_epochs=60,
+    config = training.TrainingConfig(n_identities=2, size=(16, 16), max_epochs=40,
                                      accepted_uniqueness=0.99, min_iterations=2)
     unseen = rng.integers(0, 255, (40, 16, 16)).astype(np.uint8)  # random labels do not generalise
+
+    def train(curve: list[float]):
+        values = iter(curve)
+        monkeypatch.setattr(training, "uniqueness", lambda *a, **k: next(values))
+        return training.train_unit(IdentityNetwork(2, (16, 16)), images, labels, unseen, labels,
+                                   (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"))
+
+    noisy = [0.5, 0.8, 0.81, 0.8, 0.79, 0.81, 0.78, 0.805, 0.79, 0.8, 0.81] + [0.8] * 40
+    unit = train(noisy)
+    assert unit.epochs == 10 and unit.stopped_because.startswith("uniqueness gained <")
+    climbing = [0.3 + 0.015 * k for k in range(40)] + [0.9] * 2  # +0.075 per 5 epochs
+    unit = train(climbing)
+    assert unit.epochs == 40 and unit.stopped_because == "max epochs"
+    # segments added to a network at 0.9 that sit at 0.85 after 5 epochs would be rejected:
+    # the unit ends there instead of training on towards a rejection
+    values = iter([0.85] * 50)
+    monkeypatch.setattr(training, "uniqueness", lambda *a, **k: next(values))
     unit = training.train_unit(IdentityNetwork(2, (16, 16)), images, labels, unseen, labels,
-                               (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"))
-    assert unit.epochs == 12 and unit.stopped_because.startswith("no better uniqueness")
+                               (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"),
+                               previous_best=0.9)
+    assert unit.epochs == 5 and unit.stopped_because.startswith("below 0.98 x the best")

@@ -133,9 +133,10 @@ class Settings(BaseModel):
     # -- visual identification -------------------------------------------------------------------
     recognition_enable: bool = _p(True, "Allow visual identification", "", "identification")
     recognition_image_size: tuple[int, int] = _p((0, 0), "Width and height of the image of each "
-                                                 "animal the network sees; [0, 0] = automatic: a "
-                                                 "square about 1.3 body lengths wide, at most "
-                                                 "48 px (larger animals are scaled down to fit)",
+                                                 "animal the network sees; [0, 0] = automatic: about "
+                                                 "1.3 body lengths long and 1.5 body widths high, "
+                                                 "at most 48 x 48 px in area (larger animals are "
+                                                 "scaled down to fit)",
                                                  "px", "identification", advanced=False)
     recognition_image_scale: float = _p(1.0, "Scale applied before cutting the images (< 1 for big "
                                         "animals)", "", "identification", advanced=False, gt=0)

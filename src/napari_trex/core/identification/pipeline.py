@@ -30,14 +30,13 @@ from .network import (IdentityNetwork, choose_device, configure_cpu_threads, des
                       load_weights, place, predict)
 from .samples import (Samples, automatic_params, check_holdout, class_cap, cut_samples, holdout_split,
                       regular_subsample)
-from .training import TrainingConfig, UnitResult, label_candidate, train_unit_events, uniqueness
+from .training import (ACCEPT_SHARE_OF_BEST, TrainingConfig, UnitResult, label_candidate, train_unit_events,
+                       uniqueness)
 
 Event = dict[str, Any]
 DISCRIMINATION_FRAMES = 333
 PREDICT_PER_TRACKLET = 60  # images averaged per tracklet when applying (evenly spread)
 PROBE_IMAGES = 100  # images per tracklet inside a segment to label it with the network
-ACCEPT_SHARE_OF_BEST = 0.98  # a segment is accepted if uniqueness stays >= this x the best so far
-ACCUMULATE_AT_ONCE = 4  # segments labelled and trained on in one unit (TRex: 1)
 FINAL_STEP_UNTIL = 0.995  # the final step runs only below this uniqueness (TRex: always)
 PREDICT_LONG_TRACKLET = 1000  # ... and for tracklets of >= 2·fps frames (switch detection)
 
@@ -89,9 +88,17 @@ class _Requests:
     def body_length(self) -> float:
         """The animals' length in px: the 90th percentile of the major axes of the whole blobs
         in tracklets (posture makes most frames shorter than the animal)."""
+        return self._axis("major", 90)
+
+    def body_width(self) -> float:
+        """The animals' width in px across their postures: the 95th percentile of the minor
+        axes (a bent body is wider)."""
+        return self._axis("minor", 95)
+
+    def _axis(self, column: str, percentile: float) -> float:
         rows = self.run.result.assignment[self.frames, self.slots]
-        major = self.run.result.detections["major"][rows]
-        return float(np.percentile(major, 90)) if len(major) else 0.0
+        values = self.run.result.detections[column][rows]
+        return float(np.percentile(values, percentile)) if len(values) else 0.0
 
     def of_tracklets(self, tracklets: list[int]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.tracklet, tracklets))
@@ -138,7 +145,8 @@ def identify_events(
     if loaded is not None and size == (0, 0):  # automatic: the loaded network's crops
         size, scale = loaded.size, loaded.image_scale or scale
     params, crops = automatic_params(size, scale, requests.body_length(), settings.recognition_normalization,
-                                     max(settings.threshold, settings.track_threshold))
+                                     max(settings.threshold, settings.track_threshold),
+                                     requests.body_width())
     yield {"stage": "crops", "message": crops, "image_size": list(params.size),
            "image_scale": params.scale}
 
@@ -288,7 +296,8 @@ def identify_events(
         if settings.gpu_enable_accumulation:
             pending = [int(k) for k in order[1:]]
             tried: set[int] = set()
-            at_once = ACCUMULATE_AT_ONCE
+            retry: list[int] = []  # refused by the network of the day: asked again by a better one
+            at_once = len(pending)  # every segment that passes, in one unit (TRex: one per unit)
 
             def rejected(rng: list[int], why: str) -> Event:
                 steps.append({"step": len(steps), "range": rng, "status": "rejected", "reason": why})
@@ -297,7 +306,8 @@ def identify_events(
 
             while pending and best_u < target:
                 # label up to `at_once` segments with the current network, train once on all
-                # that pass; a batch that lowers the uniqueness is retried one by one (TRex)
+                # that pass; a batch that lowers the uniqueness is retried in halves, down to
+                # one segment at a time (TRex's way)
                 batch: list[tuple[int, list[int], dict[int, int]]] = []
                 claimed: dict[int, int] = {}
                 while pending and len(batch) < at_once:
@@ -322,11 +332,13 @@ def identify_events(
                     mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet,
                                                    n, settings.recognition_segment_add_factor)
                     if mapping is None:
+                        retry.append(k)
                         yield rejected(rng, why)
                         continue
                     known = {**trained_label, **claimed}
                     if any(t in known and mapping[t] != known[t] for t in tracklets):
                         # the network now names a trained tracklet otherwise: not trusted
+                        retry.append(k)
                         yield rejected(rng, "ConflictsWithTraining")
                         continue
                     batch.append((k, tracklets, mapping))
@@ -358,16 +370,18 @@ def identify_events(
                         used.update(tracklets)
                     trained_ranges[:] = candidate_ranges
                     best_u = max(best_u, unit.uniqueness)
+                    pending.extend(k for k in retry if k not in pending)  # a better network asks again
+                    retry.clear()
                 else:
                     model.load_state_dict(saved)
                     trained_label.clear()
                     trained_label.update(remembered)
-                    if len(batch) > 1:  # one of them may be the culprit: one at a time from here
-                        at_once = 1
+                    if len(batch) > 1:  # one of them may be the culprit: halves from here
+                        at_once = max(1, len(batch) // 2)
                         pending[:0] = [k for k, _, _ in batch]
                         tried.difference_update(k for k, _, _ in batch)
                         yield {"stage": "accumulation", "message": f"{len(batch)} segments together lowered "
-                               f"the uniqueness to {unit.uniqueness:.3f}: trying them one by one"}
+                               f"the uniqueness to {unit.uniqueness:.3f}: trying them {at_once} at a time"}
                         continue
                 status = "accepted" if accepted else "rejected"
                 for rng in ranges:

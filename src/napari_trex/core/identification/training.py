@@ -23,10 +23,16 @@ correctly with a validation loss below :data:`NOTHING_LEFT_LOSS`; TRex's relativ
 rule rarely fires at such tiny losses, so the final step ran its full epoch cap for nothing.
 For the same reason the final step, like any unit, ends after two epochs in a row with every
 identity > 97 % right on the hold-out (on a CPU each of its epochs was worth 40 s for nothing).
-And a unit ends when its best uniqueness has not improved for :data:`PATIENCE_EPOCHS` epochs:
-on fish that never reach the target, TRex's plateau rule (consecutive epochs within 0.002)
-does not fire on a noisy curve, and the unit ran to ``gpu_max_epochs``; the best state is
-kept either way.
+And a unit ends when its last :data:`GAIN_WINDOW` epochs raised the best uniqueness by less
+than :data:`GAIN_SHARE` of what was left to 1: on fish that never reach the target, TRex's
+plateau rule (consecutive epochs within 0.002) does not fire on a noisy curve, and a unit ran
+on for minutes to gain a few thousandths (zebrafish test_A: epochs 16-36 of the initial unit
+took 0.834 to 0.851 in 220 s; the next segments took it to 0.88 in one epoch). More data, not
+more epochs, is what raises the uniqueness then. The best state is kept either way. A unit
+that adds segments also ends when, after :data:`GAIN_WINDOW` epochs, its best uniqueness is
+still below the acceptance line (:data:`ACCEPT_SHARE_OF_BEST` x the best before it): TRex
+waits for it to fall below the square of the best, which on 8 fish meant 5-10 more epochs of
+a unit that was then rejected.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ from ..errors import Cancelled
 from .network import IdentityNetwork, predict, seeded, to_tensor
 
 EPOCH_UNIQUENESS_FRAMES = 100
-PATIENCE_EPOCHS = 10  # a unit whose best uniqueness has not improved for this long ends
+ACCEPT_SHARE_OF_BEST = 0.98  # new segments are kept if the uniqueness stays >= this x the best
+GAIN_WINDOW = 5  # epochs: a unit ends when these raised the best uniqueness by less than ...
+GAIN_SHARE = 0.1  # ... this share of what was left to 1
 NOTHING_LEFT_LOSS = 1e-3  # validation loss below this, every image right: more epochs only cost time
 
 
@@ -178,7 +186,7 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
         steps = max(config.min_iterations, math.ceil(len(x_train) / bs)) if len(x_train) >= 2 else 0
         shift = max(0, min(2, int(0.05 * min(config.size))))
         epochs_cap = max_epochs if max_epochs is not None else config.max_epochs
-        best_u, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
+        best_u, best_state = -1.0, copy.deepcopy(model.state_dict())
         history: list[dict[str, float]] = []
         reason = "max epochs"
         epoch = 0
@@ -213,7 +221,7 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
             history.append(record)
             yield record
             if u > best_u:
-                best_u, best_state, best_epoch = u, copy.deepcopy(model.state_dict()), epoch
+                best_u, best_state = u, copy.deepcopy(model.state_dict())
             if not final and u >= config.accepted_uniqueness and u >= 0.98 * previous_best:
                 reason = "uniqueness reached"
                 break
@@ -226,8 +234,14 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
             if previous_best > 0 and epoch >= 5 and best_u < previous_best ** 2:
                 reason = "no better than before"
                 break
-            if epoch - best_epoch >= PATIENCE_EPOCHS:
-                reason = f"no better uniqueness for {PATIENCE_EPOCHS} epochs"
+            if previous_best > 0 and not final and epoch >= GAIN_WINDOW and \
+                    best_u < ACCEPT_SHARE_OF_BEST * previous_best:
+                # the new segments pull it down (forgetting, or a wrong label): it would be
+                # rejected; on a CPU every further epoch costs ~10 s for nothing
+                reason = f"below {ACCEPT_SHARE_OF_BEST:g} x the best after {GAIN_WINDOW} epochs"
+                break
+            if _little_gained([h["uniqueness"] for h in history]):
+                reason = f"uniqueness gained < {GAIN_SHARE:.0%} of what was left in {GAIN_WINDOW} epochs"
                 break
             if epoch >= 10:
                 last = [h["uniqueness"] for h in history[-6:]]
@@ -265,6 +279,15 @@ def _batches(n: int, size: int, steps: int, generator: torch.Generator):
             order, k = torch.randperm(n, generator=generator), size
             idx = order[:size]
         yield idx
+
+
+def _little_gained(curve: list[float]) -> bool:
+    """After 2 x :data:`GAIN_WINDOW` epochs: the last window's best uniqueness is above the best
+    before it by less than :data:`GAIN_SHARE` x (1 - that best)."""
+    if len(curve) < 2 * GAIN_WINDOW:
+        return False
+    before = max(curve[:-GAIN_WINDOW])
+    return max(curve[-GAIN_WINDOW:]) - before < GAIN_SHARE * (1.0 - before)
 
 
 def _loss_plateau(losses: list[float]) -> bool:
