@@ -222,7 +222,7 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
             yield record
             if u > best_u:
                 best_u, best_state = u, copy.deepcopy(model.state_dict())
-            if not final and u >= config.accepted_uniqueness and u >= 0.98 * previous_best:
+            if not final and u >= config.accepted_uniqueness and u >= ACCEPT_SHARE_OF_BEST * previous_best:
                 reason = "uniqueness reached"
                 break
             learnt = len(history) >= 2 and all(h["worst_class_accuracy"] > 0.97 for h in history[-2:])
