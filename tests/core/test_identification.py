@@ -631,6 +631,7 @@ def test_an_animal_hidden_in_a_blob_of_several_gets_its_place_and_a_lost_one_doe
     det["x"][rows[15:25, 0]] = 30.0 + np.arange(10) * 2.0
     det["x"][rows[:, 1]] = 25.0
     det["y"][rows[:, 1]] = 5.0
+    det["minor"][rows[:, 1]] = 20.0  # the two touching: a round blob 20 px across
     vectors = {0: [.9, .1], 1: [.9, .1], 2: [.1, .9]}
     groups = np.repeat(list(vectors), 10)
     probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
@@ -638,6 +639,16 @@ def test_an_animal_hidden_in_a_blob_of_several_gets_its_place_and_a_lost_one_doe
     hidden = hidden_positions(result, ids, 2, fps=25, max_speed_px=500.0)
     assert hidden["frame"].tolist() == [10, 11, 12, 13, 14] and (hidden["identity"] == 0).all()
     assert np.allclose(hidden["x"], [20, 22, 24, 26, 28]) and np.allclose(hidden["y"], 0)
+    # a long thin blob below the line: the place is kept inside the blob the animal hides in
+    det["y"][rows[:, 1]] = 12.0
+    det["minor"][rows[:, 1]] = 6.0
+    det["angle"][rows[:, 1]] = 0.0
+    inside = hidden_positions(result, ids, 2, fps=25, max_speed_px=500.0)
+    assert inside["frame"].tolist() == [10, 11, 12, 13, 14]
+    u, v = (inside["x"] - 25.0) / 10.0, (inside["y"] - 12.0) / 3.0
+    assert np.all(np.hypot(u, v) <= 1 + 1e-9) and np.all(inside["y"] > 8.0)
+    det["y"][rows[:, 1]] = 5.0
+    det["minor"][rows[:, 1]] = 20.0
     # the other animal far away: identity 0 is lost, not hidden -> no place is made up
     det["x"][rows[:, 1]] = 400.0
     assert len(hidden_positions(result, ids, 2, fps=25, max_speed_px=500.0)["frame"]) == 0

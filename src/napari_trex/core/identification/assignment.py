@@ -254,7 +254,11 @@ def hidden_positions(result: TrackingResult, identities: TrackletIdentities, n_i
     where it is. Between two frames where identity *i* is seen (whatever the source), if it
     could cover the distance at ``track_max_speed``, each frame in between gets the position
     interpolated linearly, provided a detected blob lies within one body length of it (the
-    animal is hidden in it, not lost: an animal that left the arena stays missing).
+    animal is hidden in it, not lost: an animal that left the arena stays missing). The place
+    is then kept inside that blob (its ellipse of image moments): over a contact of a second
+    the straight line can leave the blob by a body length, while the animal cannot (zebrafish
+    test_A, 3-5 fish in one blob for ~10 frames: 45 -> 24 animal-frames placed > 20 px from
+    idtracker.ai's position; the generated videos with ground truth: unchanged).
     """
     empty = {"frame": np.empty(0, np.int64), "identity": np.empty(0, np.int64),
              "x": np.empty(0), "y": np.empty(0)}
@@ -286,12 +290,23 @@ def hidden_positions(result: TrackingResult, identities: TrackletIdentities, n_i
                     continue
                 d = np.hypot(det["x"][blobs] - p[0], det["y"][blobs] - p[1])
                 if d.min() <= HIDDEN_WITHIN_BODIES * body:
+                    p = _inside_blob(det, blobs.start + int(np.argmin(d)), p)
                     out["frame"].append(g)
                     out["identity"].append(i)
                     out["x"].append(float(p[0]))
                     out["y"].append(float(p[1]))
     return {"frame": np.array(out["frame"], np.int64), "identity": np.array(out["identity"], np.int64),
             "x": np.array(out["x"], float), "y": np.array(out["y"], float)}
+
+
+def _inside_blob(det, row: int, p: np.ndarray) -> np.ndarray:
+    """``p`` moved along the line to the blob's centre onto the blob's ellipse (half its major
+    and minor axes, at its angle) if it lies outside; unchanged inside."""
+    centre = np.array([det["x"][row], det["y"][row]])
+    c, s = np.cos(det["angle"][row]), np.sin(det["angle"][row])
+    u, v = (p - centre) @ np.array([[c, -s], [s, c]])  # along the major, the minor axis
+    r = np.hypot(u / max(det["major"][row] / 2, 1.0), v / max(det["minor"][row] / 2, 1.0))
+    return p if r <= 1 else centre + (p - centre) / r
 
 
 INFERRED_APPEARANCE_WEIGHT = 1.0  # body lengths of distance worth one e-fold of network probability
