@@ -1,11 +1,14 @@
 """Visual identification benchmark: the cases of the identification issue, with default settings.
 
-    python benchmarks/bench_identification.py [--only realistic,sample,flies,test_A,test_B]
+    python benchmarks/bench_identification.py [--only realistic,crowded10,crowded20,sample,flies,test_A,test_B]
                                               [--seeds 1,2] [--workdir DIR] [--epochs]
 
 Cases (each tracked and identified from scratch, the crop size automatic):
   realistic  the generator's realistic mode (posture, legs, resting, long contacts, sizes,
              uneven light), 8 animals x 3000 frames, one video per seed (--seeds)
+  crowded10, crowded20  the realistic mode with 10 (body 40 px) / 20 (body 28 px) animals that
+             seek each other's contact (sociality 0.6): no moment shows all of them apart, so
+             identification starts from tracklet pairs
   sample     the bundled sample (4 animals x 500 frames), what a newcomer tries first
   flies      ../shared/data/sleap_flies_clip against gt.csv, once per seed (--seeds)
   test_A/B   ../shared/data/idtrackerai_zebrafish8 (no ground truth: uniqueness, the share of
@@ -31,6 +34,7 @@ from pathlib import Path
 from _common import rss_mb
 
 SHOW_EPOCHS = False
+START_FROM = "automatic"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -50,12 +54,14 @@ def run_one(path: Path, settings, truth=None, label: str = "", distance: float =
     t0 = time.perf_counter()
     result = identify(run, video, settings, progress=lambda e: (
         e["stage"] not in ("images", "epoch") or (SHOW_EPOCHS and e["stage"] == "epoch"))
-        and print("   ", e["message"].strip(), flush=True))
+        and print("   ", e["message"].strip(), flush=True), start_from=START_FROM)
     t_ident = time.perf_counter() - t0
     hidden = hidden_positions(run.result, result.identities, run.n_individuals, run.fps, max_speed_px(run))
     coverage = identity_coverage(run.result, result.identities, run.n_individuals, hidden)
     sources = ", ".join(f"{k} {v:.2%}" for k, v in coverage.items() if k != "all" and v > 0)
-    print(f"{label}: {len(video)} frames, {run.n_individuals} animals, device {result.device}")
+    print(f"{label}: {len(video)} frames, {run.n_individuals} animals, device {result.device}; "
+          f"{len(run.segments)} global segments, started from "
+          f"{result.steps[0].get('start', 'global segment') if result.steps else '-'}")
     print(f"  tracking {t_track:.0f} s, identification {t_ident:.0f} s, total {t_track + t_ident:.0f} s; "
           f"peak RSS {rss_mb():.0f} MB")
     print(f"  final uniqueness {result.uniqueness:.4f}; N x frames with an identity "
@@ -77,14 +83,18 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--workdir", help="where generated videos are cached (default: a temp dir)")
-    parser.add_argument("--only", help="comma-separated cases: realistic, sample, flies, test_A, test_B")
+    parser.add_argument("--only", help="comma-separated cases: realistic, crowded10, crowded20, sample, flies, "
+                        "test_A, test_B")
     parser.add_argument("--seeds", default="1,2", help="seeds of the realistic videos and the fly runs")
     parser.add_argument("--epochs", action="store_true", help="print every epoch too")
+    parser.add_argument("--start", choices=("automatic", "pairs"), default="automatic",
+                        help="pairs: start from tracklet pairs even where a global segment exists "
+                        "(to compare the two paths)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every case (e.g. gpu_learning_rate=0.001)")
     args = parser.parse_args()
-    global SHOW_EPOCHS
-    SHOW_EPOCHS = args.epochs
+    global SHOW_EPOCHS, START_FROM
+    SHOW_EPOCHS, START_FROM = args.epochs, args.start
     only = set(args.only.split(",")) if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = {}
@@ -110,6 +120,20 @@ def main() -> int:
             truth = read_ground_truth(path.with_name(f"{path.stem}_ground_truth.csv"))
             rows.append(run_one(path, settings(track_max_individuals=8, track_max_speed=30.0),
                                 truth, f"realistic 8x3000 seed {seed}"))
+    for n_animals, body in ((10, 40.0), (20, 28.0)):
+        # groups that touch so often that no moment shows all of them apart (no global
+        # segment): identification learns from tracklet pairs
+        case = f"crowded{n_animals}"
+        if not wanted(case):
+            continue
+        for seed in seeds:
+            path = work / f"crowded_{n_animals}x3000_seed{seed}.mp4"
+            if not path.exists():
+                generate(n_individuals=n_animals, n_frames=3000, seed=seed, realistic=True,
+                         body_length=body, sociality=0.6).write(path)
+            truth = read_ground_truth(path.with_name(f"{path.stem}_ground_truth.csv"))
+            rows.append(run_one(path, settings(track_max_individuals=n_animals, track_max_speed=30.0),
+                                truth, f"crowded {n_animals}x3000 seed {seed}"))
     if wanted("sample"):
         path, truth_path = sample_video(folder=work)
         rows.append(run_one(path, settings(track_max_individuals=4, track_max_speed=30.0),

@@ -186,12 +186,14 @@ def test_a_weights_file_cannot_run_code(tmp_path):
     assert not marker.exists()
 
 
-def test_no_global_segment_still_saves_the_tracking(tmp_path, video, capsys):
+def test_more_animals_asked_for_than_ever_seen_at_once_stops_and_still_saves_the_tracking(
+        tmp_path, video, capsys):
     out = tmp_path / "out"
     code = main(["track", str(video), "-o", str(out), "--set", "track_max_individuals=5",
                  "--set", "track_max_speed=30", "-q", "--identify"])
     err = capsys.readouterr().err
     assert code == 1 and "no global segment" in err and "tracking is saved" in err
+    assert "set track_max_individuals = 3" in err
     assert load_tracking(out).n_individuals == 5
 
 

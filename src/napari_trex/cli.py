@@ -348,7 +348,8 @@ def _print_tracking_summary(run) -> None:
     if best is not None:
         print(f"{len(run.segments)} global segments; best quality: frames {best[0]}-{best[1]}")
     else:
-        print("no global segment (all animals in tracklets at once): identification cannot start; "
+        print("no global segment (all animals in tracklets at once): identification will learn "
+              "from tracklet pairs; if the animals are rarely apart that is expected, otherwise "
               "check track_max_individuals, blob_size_ranges and track_max_speed")
     reasons = np.bincount(t.end_reason, minlength=512)
     common = sorted(((int(c), code) for code, c in enumerate(reasons) if c), reverse=True)[:3]

@@ -741,3 +741,46 @@ def test_a_unit_ends_when_more_epochs_gain_little_and_goes_on_while_they_do(monk
                                (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"),
                                previous_best=0.9)
     assert unit.epochs == 5 and unit.stopped_because.startswith("below 0.98 x the best")
+
+
+def _without_global_segments(run):
+    """The same tracking, as if no moment had shown every animal apart."""
+    import copy
+
+    from napari_trex.core.tracklets import GlobalSegments
+
+    crowded = copy.deepcopy(run)
+    none = np.empty(0, np.int64)
+    crowded.segments = GlobalSegments(none, none, none, np.empty(0), none)
+    return crowded
+
+
+@pytest.mark.timeout(600)
+def test_without_a_global_segment_each_tracklet_is_named_from_tracklet_pairs(four_animals):
+    synthetic, video, settings, run = four_animals
+    crowded = _without_global_segments(run)
+    events = []
+    result = identify(crowded, video, settings, progress=events.append)
+    # the path taken is said, and why, before any learning
+    path = next(e for e in events if e["stage"] == "path")
+    assert path["path"] == "pairs" and "no global segment with all 4" in path["message"]
+    assert any(e["stage"] == "pairs" and "separation" in e for e in events)
+    assert result.steps[0]["start"] == "pairs"
+    # one mapping from identities to animals makes every identified tracklet right
+    table = trajectory_table(crowded, result.identities)
+    reference = truth_per_detection(table["x"], table["y"], table["frame"], synthetic.ground_truth, 14)
+    accuracy, mapping = identity_accuracy(table["identity"], reference)
+    assert accuracy >= 0.95 and (table["identity"] >= 0).mean() >= 0.9
+    assert sorted(mapping) == sorted(mapping.values()) == [0, 1, 2, 3]
+    # the tracklets the network named: each one's identity is its own animal's, under that mapping
+    by_network = (table["identity_source"] == "network") & (reference >= 0)
+    wrong = []
+    for t in np.unique(table["tracklet"][by_network]):
+        mine = by_network & (table["tracklet"] == t)
+        animal = np.bincount(reference[mine]).argmax()
+        if mapping[int(table["identity"][mine][0])] != animal:
+            wrong.append(int(t))
+    assert len(np.unique(table["tracklet"][by_network])) >= 4 and not wrong
+    # loaded weights are checked on the best global segment: without one, a clear refusal
+    with pytest.raises(NapariTrexError, match="no global segment"):
+        identify(crowded, video, settings, weights=result.model)

@@ -160,7 +160,8 @@ def test_identification_panel_trains_plots_and_updates_identities(tracking_panel
     assert job.outcome == "done" and session.identities is not None
 
 
-def test_identification_without_a_global_segment_is_a_notification(tracking_panel, qtbot, monkeypatch):
+def test_identification_without_a_global_segment_learns_from_tracklet_pairs_and_says_so(
+        tracking_panel, qtbot):
     from napari_trex.core.tracklets import GlobalSegments
 
     viewer, panel = tracking_panel
@@ -168,14 +169,19 @@ def test_identification_without_a_global_segment_is_a_notification(tracking_pane
     session = session_for(viewer)
     empty = np.empty(0, int)
     session.run.segments = GlobalSegments(empty, empty, empty.astype(float), empty.astype(float), empty)
-    errors = []
-    monkeypatch.setattr("napari_trex.napari.workers.show_error", errors.append)
     ident = open_panel(viewer, "Visual identification")
+    ident.form.field("recognition_image_size").value = "[32, 32]"
+    ident.form.field("gpu_max_epochs").value = 3
+    ident.form.field("gpu_min_iterations").value = 10
+    seen = []
     job = ident.start("start")
-    wait_for(qtbot, job)
-    assert job.outcome == "failed"
-    assert errors and "no global segment" in errors[0]
-    assert session.identities is None  # nothing changed
+    job.worker.yielded.connect(lambda _: seen.append(ident.status.value))
+    wait_for(qtbot, job, timeout=300_000)
+    assert job.outcome == "done"
+    # while it learns, the panel keeps saying which path it took and why
+    learning = [s for s in seen if "pairs told apart" in s]
+    assert learning and all("no global segment with all 3" in s for s in learning)
+    assert session.identities is not None and (session.identities.identity >= 0).any()
     assert ident.start_button.enabled
 
 

@@ -26,6 +26,7 @@ from ..settings import Settings
 from ..video import Video
 from .assignment import (TrackletIdentities, assign_identities, hidden_positions, identity_coverage,
                          split_suspicious_tracklets)
+from . import pairs
 from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device, seeded,
                       load_weights, place, predict)
 from .samples import (Samples, automatic_params, check_holdout, class_cap, cut_samples, holdout_split,
@@ -112,12 +113,17 @@ def identify_events(
     weights: str | IdentityNetwork | None = None,
     apply_only: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    start_from: str = "automatic",
 ) -> Generator[Event, None, IdentificationResult]:
     """Train (or load) the identification network and assign an identity to every tracklet.
 
     ``weights``: a file saved by an earlier run, or a network in memory (the GUI's
-    "Continue" / "Apply only"); it is copied, never trained in place.
+    "Continue" / "Apply only"); it is copied, never trained in place. ``start_from``:
+    ``"automatic"`` starts from the best global segment, or from tracklet pairs when there is
+    none; ``"pairs"`` from tracklet pairs always (to compare the two).
     """
+    if start_from not in ("automatic", "pairs"):
+        raise ValueError(f"start_from must be 'automatic' or 'pairs', not {start_from!r}")
     settings = settings or run.settings
     started = time.perf_counter()
     n = run.n_individuals
@@ -206,10 +212,10 @@ def identify_events(
 
     if not apply_only:
         segments = run.segments
-        if not len(segments):
-            raise NapariTrexError("no global segment (a stretch where all animals are in tracklets "
-                                  "at once): identification cannot start; check the tracking "
-                                  "(track_max_individuals, blob_size_ranges, track_max_speed)")
+        from_pairs = not len(segments) or start_from == "pairs"
+        if from_pairs and loaded is not None:
+            raise NapariTrexError("no global segment (all animals in tracklets at once) to check "
+                                  "the loaded network on: use Apply only, or train from scratch")
         order = np.argsort(segments.rank)
         tid_matrix = run.result.tracklet_of
         used: set[int] = set()
@@ -261,12 +267,22 @@ def identify_events(
                        "message": f"  {label} epoch {record['epoch']}: uniqueness "
                        f"{record['uniqueness']:.3f}, loss {record['loss']:.3f}"}
 
-        # -- the initial unit on the best global segment -------------------------------------
-        first = int(order[0])
-        tracklets = segment_tracklets(first)
-        if weights is None:
+        # -- the initial unit on the best global segment, or on tracklets named from pairs -----
+        if from_pairs:
+            named = yield from _names_from_pairs(run, requests, cut, n, params.size, settings, device,
+                                                   should_stop)
+            tracklets = list(named)
+            train_set, val_set = yield from labelled(tracklets, [named[t] for t in tracklets])
+            label = f"initial unit on {len(tracklets)} tracklets named from pairs"
+            first_range = [int(requests.frames.min()), int(requests.frames.max())]
+        else:
+            first = int(order[0])
+            tracklets = segment_tracklets(first)
+            first_range = [int(segments.start[first]), int(segments.end[first])]
+            label = f"initial unit on frames {first_range[0]}-{first_range[1]}"
+        if not from_pairs and weights is None:
             train_set, val_set = yield from labelled(tracklets, list(range(n)))
-        else:  # continue: label the best segment with the loaded network
+        elif not from_pairs:  # continue: label the best segment with the loaded network
             probe = yield from probe_segment(first, tracklets)
             mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet, n,
                                            settings.recognition_segment_add_factor)
@@ -277,15 +293,15 @@ def identify_events(
             labels = [mapping[t] for t in tracklets]
             train_set, val_set = yield from labelled(tracklets, labels)
         used.update(tracklets)
-        yield {"stage": "training", "message": f"initial unit on frames {segments.start[first]}-"
-               f"{segments.end[first]} ({len(train_set)} images)", "step": 0}
-        trained_ranges.append((int(segments.start[first]), int(segments.end[first])))
+        yield {"stage": "training", "message": f"{label} ({len(train_set)} images)", "step": 0}
+        if not from_pairs:  # tracklets named from pairs lie everywhere: uniqueness is measured on all
+            trained_ranges.append((first_range[0], first_range[1]))
         unit = yield from unit_events("initial unit", model, train_set.images, train_set.label,
                                       val_set.images, val_set.label,
                                       untrained(disc, trained_ranges), config, device,
                                       previous_best=best_u)
         best_u = max(best_u, unit.uniqueness)
-        steps.append({"step": 0, "range": [int(segments.start[first]), int(segments.end[first])],
+        steps.append({"step": 0, "range": first_range, "start": "pairs" if from_pairs else "global segment",
                       "status": "accepted", "uniqueness": unit.uniqueness, "epochs": unit.epochs,
                       "reason": unit.stopped_because})
         yield {"stage": "step", "step": 0, "uniqueness": unit.uniqueness, "accepted": True,
@@ -293,7 +309,7 @@ def identify_events(
                f"({unit.epochs} epochs, {unit.stopped_because})"}
 
         # -- accumulation ----------------------------------------------------------------------
-        if settings.gpu_enable_accumulation:
+        if settings.gpu_enable_accumulation and not from_pairs:
             pending = [int(k) for k in order[1:]]
             tried: set[int] = set()
             retry: list[int] = []  # refused by the network of the day: asked again by a better one
@@ -394,7 +410,9 @@ def identify_events(
                            f"(best {best_u:.3f}, target {target:.3f})"}
 
         # -- final step on all images ------------------------------------------------------------
-        if settings.gpu_accumulation_enable_final_step and train_set is not None \
+        if from_pairs:
+            pass  # the final step would train on the same images again
+        elif settings.gpu_accumulation_enable_final_step and train_set is not None \
                 and best_u >= FINAL_STEP_UNTIL:
             steps.append({"step": len(steps), "status": "final skipped", "uniqueness": best_u})
             yield {"stage": "step", "step": len(steps) - 1, "uniqueness": best_u, "accepted": True,
@@ -459,6 +477,74 @@ def identify_events(
            f"{n} x {n_frames} animal-frames have an identity ({how or 'none'})"}
     return IdentificationResult(identities, final_u, model, device_name, steps, train_set, val_set, elapsed,
                                 settings)
+
+
+PAIR_MIN_IMAGES = 3  # a tracklet with fewer whole images says too little to learn from
+
+
+def _names_from_pairs(run: TrackingRun, requests: _Requests, cut: Callable[..., Any], n: int,
+                      size: tuple[int, int], settings: Settings, device: Any,
+                      should_stop: Callable[[], bool] | None
+                      ) -> Generator[Event, None, dict[int, int]]:
+    """Tracklet -> identity for the tracklets that an embedding learnt from tracklet pairs names
+    with confidence (:mod:`.pairs`): the start when no global segment shows every animal."""
+    t = run.result.tracklets
+    counts = np.bincount(requests.tracklet, minlength=len(t))
+    usable = np.flatnonzero(counts >= PAIR_MIN_IMAGES)
+    most_frame, most = pairs.most_coexisting(t.start[usable], t.end[usable], counts[usable])
+    if len(most) < n:
+        raise NapariTrexError(f"no global segment, and at most {len(most)} tracklets are ever seen at "
+                              f"once for track_max_individuals = {n}: if the video shows "
+                              f"{len(most)} animals, set track_max_individuals = {len(most)}; "
+                              "otherwise check the tracking (blob_size_ranges, threshold)")
+    why = (f"no global segment with all {n} animals in tracklets at once (at most {len(most)} "
+           f"together, frame {most_frame})" if not len(run.segments) else "asked for")
+    yield {"stage": "path", "path": "pairs", "most_together": int(len(most)),
+           "message": f"{why}: learning from tracklet pairs"}
+    if len(usable) < n:
+        raise NapariTrexError(f"only {len(usable)} tracklets have {PAIR_MIN_IMAGES} or more images "
+                              f"for {n} animals: nothing to learn identities from; check the "
+                              "tracking (track_max_individuals, blob_size_ranges, track_max_speed)")
+    by_tracklet = np.argsort(requests.tracklet, kind="stable")
+    bounds = np.searchsorted(requests.tracklet[by_tracklet], np.arange(len(t) + 1))
+    per = pairs.images_per_tracklet(len(usable), size, settings.gpu_max_sample_gb)
+    index = np.sort(np.concatenate([regular_subsample(by_tracklet[bounds[k]: bounds[k + 1]], per)
+                                    for k in usable]))
+    samples = yield from cut(index, why=f"cutting images of {len(usable)} tracklets")
+    position = np.full(len(t), -1, np.int64)
+    position[usable] = np.arange(len(usable))
+    owner = position[samples.tracklet]
+    negatives = pairs.coexisting_pairs(t.start[usable], t.end[usable])
+    if not len(negatives):
+        raise NapariTrexError("no two tracklets are ever seen at once: nothing tells the animals "
+                              "apart; check the tracking (track_max_individuals)")
+    started = time.perf_counter()
+    events = pairs.train_embedding_events(samples.images, owner, negatives, size,
+                                          device, settings.seed, should_stop=should_stop)
+    while True:
+        try:
+            record = next(events)
+        except StopIteration as done:
+            embedder = done.value
+            break
+        yield {"stage": "pairs", **record, "done": record["step"], "total": record["max_steps"],
+               "message": f"  learning from {len(negatives)} pairs of coexisting tracklets: step "
+               f"{record['step']}, {record['separation']:.1%} of pairs told apart "
+               f"({time.perf_counter() - started:.0f} s)"}
+    z = pairs.embed(embedder, samples.images, device)
+    means = pairs.tracklet_means(z, owner, len(usable))
+    _, centroids = pairs.cluster_tracklets(means, counts[usable].astype(float), n,
+                                           t.start[usable], t.end[usable])
+    probs = pairs.cluster_probabilities(z, centroids)
+    named = assign_identities(run.result, samples.tracklet, probs, n, run.fps, settings.manual_matches)
+    chosen = np.flatnonzero(np.isin(named.source, ("network", "manual")))
+    frames_named = int((t.end[chosen] - t.start[chosen] + 1).sum())
+    yield {"stage": "pairs", "message": f"{len(chosen)} tracklets ({frames_named} animal-frames) "
+           f"named from {n} clusters: training the identity network on them"}
+    if not len(chosen):
+        raise NapariTrexError("the tracklets could not be told apart from their pairs: nothing to "
+                              "train on (longer tracklets would help: check the tracking)")
+    return {int(k): int(named.identity[k]) for k in chosen}
 
 
 class _KeptCrops:

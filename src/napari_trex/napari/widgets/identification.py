@@ -32,7 +32,8 @@ MAIN_PARAMETERS = ["gpu_accepted_uniqueness", "gpu_max_epochs", "gpu_max_sample_
                    "recognition_save_training_images"]
 EXPLANATION = ("Learns each animal's appearance from the best global segment (every animal "
                "visible, each in one tracklet), adds segments until the uniqueness reaches "
-               "gpu_accepted_uniqueness (0 = automatic), then gives every tracklet an identity.")
+               "gpu_accepted_uniqueness (0 = automatic), then gives every tracklet an identity. "
+               "Groups never all apart at once: it learns from tracklet pairs instead.")
 
 
 def device_text(preference: str = "automatic") -> str:
@@ -140,6 +141,7 @@ class IdentificationWidget(JobPanel, Container):
         self.native.layout().addWidget(self.plot)
         self.job: Job | None = None
         self.accepted = self.rejected = 0
+        self.path = ""
         self.start_button.changed.connect(lambda *_: self.start("start"))
         self.continue_button.changed.connect(lambda *_: self.start("continue"))
         self.apply_button.changed.connect(lambda *_: self.start("apply"))
@@ -173,6 +175,7 @@ class IdentificationWidget(JobPanel, Container):
         weights = previous if mode in ("continue", "apply") else None
         self.plot.clear(settings.accepted_uniqueness(run.n_individuals))
         self.accepted = self.rejected = 0
+        self.path = ""  # how identification started, when not from a global segment
         self._set_running(True)
         self.status.value = "preparing images…"
         self.job = Job("identification",
@@ -202,7 +205,9 @@ class IdentificationWidget(JobPanel, Container):
             self.plot.add_step(event["uniqueness"], accepted)
         elif stage == "step":
             self.rejected += 1
-        counts = f"segments accepted {self.accepted}, rejected {self.rejected}"
+        elif stage == "path":  # stays on show: the user must know why there are no segments
+            self.path = event["message"]
+        counts = self.path or f"segments accepted {self.accepted}, rejected {self.rejected}"
         share = f" ({event['done']:.0f}/{event['total']:.0f})" if event.get("total") else ""
         self.status.value = f"{event.get('message', '').strip()}{share}\n{counts}"
 

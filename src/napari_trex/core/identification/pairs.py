@@ -1,0 +1,257 @@
+"""Identification without a global segment: learning from tracklet pairs.
+
+TRex and the accumulation start from a *global segment*, a stretch where all N animals are
+each inside one tracklet: its N tracklets are N different animals, so they can be labelled
+0..N-1 and trained on. In groups that school or cluster such a moment may never come. The
+tracklets still say two things for certain (idtracker.ai v6 learns from the same facts):
+
+* two images of one tracklet show the same animal (a tracklet never holds two animals);
+* two tracklets present in the same frame are different animals.
+
+An *embedding* network (the identification CNN with a short output vector) is trained on such
+pairs with a contrastive loss: images of one tracklet are pulled together, images of two
+coexisting tracklets pushed at least :data:`MARGIN` apart (distances between unit vectors).
+Pairs of tracklets that never coexist are never used: they may or may not be one animal.
+Each tracklet is then the mean of its images' embeddings, and the tracklets are clustered into
+N groups, starting from the frame where the most tracklets coexist (they are known to differ),
+each tracklet weighted by its images. :func:`cluster_probabilities` turns the distances into
+per-image probabilities, so the usual assignment (coexisting tracklets never share an identity,
+the stronger claim wins) names the tracklets; its confident tracklets then train the N-class
+classifier that the rest of the pipeline (uniqueness, retrack, weights, corrections) uses.
+
+Cost stays linear in the number of tracklets: coexisting pairs come from one sort of the
+tracklets by start (each tracklet overlaps at most the few that are present with it), and
+training draws a fixed number of pairs per step whatever their number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import Cancelled
+from .network import IdentityNetwork, place, seeded, to_tensor
+from .training import _shift
+
+EMBEDDING_SIZE = 16  # length of an image's embedding vector
+MARGIN = 1.0  # coexisting tracklets' images are pushed at least this far apart (unit vectors: 0..2)
+PAIRS_PER_STEP = 32  # positive and as many negative pairs per optimiser step
+LEARNING_RATE = 1e-3  # from scratch, a contrastive loss learns well at Adam's usual rate
+CHECK_EVERY = 100  # steps between two measurements of how well pairs are told apart
+MAX_STEPS = 4000
+MIN_STEPS = 300
+SEPARATED = 0.995  # stop when this share of (same, different) comparisons is right ...
+GAIN_MIN = 0.002  # ... or when two checks in a row gained less than this
+PROBE_PAIRS = 2000  # pairs of each kind measured at every check
+IMAGES_PER_TRACKLET = 40  # images of each tracklet learnt from (evenly spread over it)
+TEMPERATURE = 0.05  # squared distance over which a cluster's probability falls by e
+
+
+def coexisting_pairs(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """``(P, 2)`` index pairs ``i < j`` of intervals ``[start, end]`` (frames) that overlap.
+
+    After one sort by start, interval ``i`` overlaps exactly the following ones that start
+    before it ends: vectorised, O(T log T + P)."""
+    start, end = np.asarray(start, np.int64), np.asarray(end, np.int64)
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], end[order]
+    upto = np.searchsorted(s, e, side="right")  # the first later interval starting after i ends
+    count = np.maximum(upto - np.arange(len(s)) - 1, 0)
+    first = np.repeat(np.arange(len(s)), count)
+    offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    second = first + 1 + offset
+    pairs = np.stack([order[first], order[second]], axis=1)
+    return np.sort(pairs, axis=1) if len(pairs) else np.empty((0, 2), np.int64)
+
+
+def images_per_tracklet(n_tracklets: int, size: tuple[int, int], max_gb: float, least: int = 3) -> int:
+    """How many images of each tracklet to learn from: :data:`IMAGES_PER_TRACKLET`, fewer when
+    all tracklets together would exceed ``max_gb`` (counted as float32 images, like
+    ``gpu_max_sample_gb`` elsewhere), never fewer than ``least``."""
+    budget = int(max_gb * 1e9 / (size[0] * size[1] * 4 * max(1, n_tracklets)))
+    return max(least, min(IMAGES_PER_TRACKLET, budget))
+
+
+def most_coexisting(start: np.ndarray, end: np.ndarray, weight: np.ndarray) -> tuple[int, np.ndarray]:
+    """The frame where the most intervals are present (ties: the largest total weight) and
+    the indices of those intervals: animals known to be all different."""
+    last = int(np.max(end)) + 2 if len(end) else 1
+    present = np.zeros(last, np.int64)
+    np.add.at(present, start, 1)
+    np.add.at(present, np.asarray(end) + 1, -1)
+    present = np.cumsum(present)[:-1]
+    candidates = np.flatnonzero(present == present.max())
+    if len(candidates) > 200:  # the total weight of each is a loop: look at a spread of them
+        candidates = candidates[np.linspace(0, len(candidates) - 1, 200).round().astype(int)]
+    best_frame, best_members, best_weight = int(candidates[0]), np.empty(0, np.int64), -1.0
+    for f in candidates:
+        members = np.flatnonzero((start <= f) & (end >= f))
+        w = float(weight[members].sum())
+        if w > best_weight:
+            best_frame, best_members, best_weight = int(f), members, w
+    return best_frame, best_members
+
+
+class _Owners:
+    """Images grouped by owner (tracklet position 0..T-1), for drawing pairs quickly."""
+
+    def __init__(self, owner: np.ndarray, n_owners: int) -> None:
+        self.order = np.argsort(owner, kind="stable")
+        self.count = np.bincount(owner, minlength=n_owners)
+        self.offset = np.concatenate([[0], np.cumsum(self.count)[:-1]])
+
+    def draw(self, owners: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One random image of each owner in ``owners``."""
+        return self.order[self.offset[owners] + (rng.random(len(owners)) * self.count[owners]).astype(np.int64)]
+
+    def draw_two(self, owners: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Two different images of each owner (each has at least two)."""
+        c = self.count[owners]
+        a = (rng.random(len(owners)) * c).astype(np.int64)
+        b = (a + 1 + (rng.random(len(owners)) * (c - 1)).astype(np.int64)) % c
+        return self.order[self.offset[owners] + a], self.order[self.offset[owners] + b]
+
+
+def _draw_pairs(owners: _Owners, negatives: np.ndarray, k: int, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` same-tracklet pairs (tracklets drawn in proportion to their images) and ``k``
+    coexisting pairs: image indices (2k,) for each side."""
+    multi = np.flatnonzero(owners.count >= 2)
+    p = owners.count[multi] / owners.count[multi].sum()
+    same = rng.choice(multi, size=k, p=p)
+    pa, pb = owners.draw_two(same, rng)
+    pick = negatives[rng.integers(len(negatives), size=k)]
+    na, nb = owners.draw(pick[:, 0], rng), owners.draw(pick[:, 1], rng)
+    return np.concatenate([pa, na]), np.concatenate([pb, nb])
+
+
+def embed(model: IdentityNetwork, images: np.ndarray, device: torch.device, batch: int = 1024) -> np.ndarray:
+    """Unit-length embeddings (M, EMBEDDING_SIZE) of uint8 crops."""
+    model.eval()
+    out = np.empty((len(images), model.n_identities), np.float32)
+    with torch.inference_mode():
+        for k in range(0, len(images), batch):
+            out[k: k + batch] = F.normalize(model(to_tensor(images[k: k + batch], device)), dim=1).cpu().numpy()
+    return out
+
+
+def separation(model: IdentityNetwork, images: np.ndarray, probe: tuple[np.ndarray, np.ndarray, np.ndarray],
+               device: torch.device) -> float:
+    """Share of (same-tracklet pair, coexisting pair) comparisons in which the coexisting pair
+    is farther apart (an AUC: 0.5 is chance, 1 every pair told apart)."""
+    a, b, same = probe
+    used, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    z = embed(model, images[used], device)
+    za, zb = z[inverse[:len(a)]], z[inverse[len(a):]]
+    d = np.linalg.norm(za - zb, axis=1)
+    pos, neg = np.sort(d[same]), d[~same]
+    return float(np.searchsorted(pos, neg, side="left").mean() / max(1, len(pos)))
+
+
+def train_embedding_events(images: np.ndarray, owner: np.ndarray, negatives: np.ndarray,
+                           size: tuple[int, int], device: torch.device, seed: int = 0, *,
+                           max_steps: int = MAX_STEPS, min_steps: int = MIN_STEPS,
+                           should_stop: Callable[[], bool] | None = None
+                           ) -> Generator[dict[str, Any], None, IdentityNetwork]:
+    """Train an embedding on tracklet pairs; yields a record every :data:`CHECK_EVERY` steps.
+
+    ``images`` (M, H, W) uint8; ``owner`` (M,) each image's tracklet position; ``negatives``
+    (P, 2) positions of tracklets that coexist. Stops when pairs are told apart
+    (:data:`SEPARATED`), when two checks in a row gained less than :data:`GAIN_MIN`, or at
+    ``max_steps``; the best state by separation is returned."""
+    owners = _Owners(owner, int(owner.max()) + 1 if len(owner) else 0)
+    rng = np.random.default_rng(seed)
+    with seeded(seed, device):
+        generator = torch.Generator().manual_seed(seed)
+        model = place(IdentityNetwork(EMBEDDING_SIZE, size), device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+        a, b = _draw_pairs(owners, negatives, PROBE_PAIRS, np.random.default_rng(seed + 1))
+        probe = (a, b, np.arange(len(a)) < PROBE_PAIRS)
+        shift = max(0, min(2, int(0.05 * min(size))))
+        target = torch.cat([torch.ones(PAIRS_PER_STEP), torch.zeros(PAIRS_PER_STEP)]).to(device)
+        history: list[float] = []
+        best, best_state = -1.0, None
+        step = 0
+        while step < max_steps:
+            model.train()
+            total = 0.0
+            for _ in range(CHECK_EVERY):
+                if should_stop is not None and should_stop():
+                    raise Cancelled("training cancelled")
+                ia, ib = _draw_pairs(owners, negatives, PAIRS_PER_STEP, rng)
+                x = to_tensor(images[np.concatenate([ia, ib])], device)
+                z = F.normalize(model(_shift(x, shift, generator)), dim=1)
+                d2 = ((z[: len(ia)] - z[len(ia):]) ** 2).sum(dim=1)
+                d = torch.sqrt(d2 + 1e-9)
+                loss = (target * d2 + (1 - target) * F.relu(MARGIN - d) ** 2).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach())
+            step += CHECK_EVERY
+            score = separation(model, images, probe, device)
+            history.append(score)
+            if score > best:
+                best = score
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            yield {"step": step, "loss": total / CHECK_EVERY, "separation": score, "max_steps": max_steps}
+            if step >= min_steps and (score >= SEPARATED or (
+                    len(history) >= 3 and max(history[-2:]) - max(history[:-2]) < GAIN_MIN)):
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        return model
+
+
+def cluster_tracklets(embedding: np.ndarray, weight: np.ndarray, n: int, start: np.ndarray,
+                      end: np.ndarray, iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (T,), centroids (n, D))``: weighted k-means of unit tracklet embeddings.
+
+    Started from the tracklets of the frame where the most coexist (all different animals);
+    the missing centroids are the tracklets farthest from those (weighted), one by one."""
+    _, members = most_coexisting(start, end, weight)
+    members = members[np.argsort(-weight[members], kind="stable")][:n]
+    centroids = [embedding[m] for m in members]
+    while len(centroids) < n:
+        d2 = np.min([((embedding - c) ** 2).sum(axis=1) for c in centroids], axis=0)
+        centroids.append(embedding[int(np.argmax(d2 * weight))])
+    c = np.array(centroids, np.float64)
+    labels = np.full(len(embedding), -1, np.int64)
+    for _ in range(iterations):
+        new = _squared_distances(embedding, c).argmin(axis=1)
+        if (new == labels).all():
+            break
+        labels = new
+        for k in range(n):
+            mine = labels == k
+            if mine.any():
+                m = (embedding[mine] * weight[mine, None]).sum(axis=0)
+                c[k] = m / max(np.linalg.norm(m), 1e-9)
+    return labels, c
+
+
+def _squared_distances(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(M, K) squared distances of unit vectors to unit centroids: 2 - 2 z.c, without the
+    (M, K, D) array of differences (thousands of tracklets x 100 animals)."""
+    return np.maximum(2.0 - 2.0 * (z @ centroids.T), 0.0)
+
+
+def tracklet_means(z: np.ndarray, owner: np.ndarray, n_owners: int) -> np.ndarray:
+    """Unit-length mean embedding of each owner's images."""
+    sums = np.zeros((n_owners, z.shape[1]))
+    np.add.at(sums, owner, z)
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-9)
+
+
+def cluster_probabilities(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Per image, a probability for each cluster: softmax of minus the squared distance to
+    its centroid over :data:`TEMPERATURE` (close to one centroid and far from the others:
+    confident; between two: ambiguous, as the assignment expects)."""
+    d2 = _squared_distances(z, centroids)
+    logits = -(d2 - d2.min(axis=1, keepdims=True)) / TEMPERATURE
+    p = np.exp(logits)
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)

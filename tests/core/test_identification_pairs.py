@@ -1,0 +1,78 @@
+"""Identification without a global segment: what tracklet pairs say, and clustering them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_trex.core.identification.pairs import (cluster_probabilities, cluster_tracklets,
+                                                   coexisting_pairs, most_coexisting, tracklet_means)
+
+
+def test_coexisting_pairs_are_every_overlap_and_nothing_else():
+    rng = np.random.default_rng(3)
+    start = rng.integers(0, 500, 300)
+    end = start + rng.integers(0, 40, 300)
+    got = {tuple(p) for p in coexisting_pairs(start, end).tolist()}
+    brute = {(i, j) for i in range(300) for j in range(i + 1, 300)
+             if start[i] <= end[j] and start[j] <= end[i]}
+    assert got == brute
+    assert coexisting_pairs(np.array([0, 5]), np.array([4, 9])).shape == (0, 2)  # touching, not together
+
+
+def test_the_frame_with_the_most_animals_together_is_found():
+    start, end = np.array([0, 0, 10, 12, 30]), np.array([20, 11, 25, 40, 35])
+    # frames 10-11 show 0, 1, 2 and frames 12-20 show 0, 2, 3: the tie goes to the heavier set
+    frame, members = most_coexisting(start, end, np.array([1.0, 1, 1, 5, 1]))
+    assert sorted(members.tolist()) == [0, 2, 3] and 12 <= frame <= 20
+    frame, members = most_coexisting(start, end, np.array([1.0, 5, 1, 1, 1]))
+    assert sorted(members.tolist()) == [0, 1, 2] and 10 <= frame <= 11
+
+
+def _tracklets_of(n_animals, per_animal, rng):
+    """Random unit 'appearances' per animal, noisy images per tracklet, tracklets of one animal
+    one after another in time, all animals side by side."""
+    centres = rng.normal(size=(n_animals, 16))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    animal, start, end = [], [], []
+    for a in range(n_animals):
+        t = int(rng.integers(0, 5))
+        for _ in range(per_animal):
+            length = int(rng.integers(5, 60))
+            animal.append(a), start.append(t), end.append(t + length - 1)
+            t += length + int(rng.integers(1, 10))
+    animal, start, end = np.array(animal), np.array(start), np.array(end)
+    owner = np.repeat(np.arange(len(animal)), 6)
+    z = centres[animal[owner]] + 0.15 * rng.normal(size=(len(owner), 16))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    return animal, start, end, owner, z
+
+
+def test_tracklets_of_one_animal_end_in_one_cluster_and_images_are_confidently_placed():
+    rng = np.random.default_rng(0)
+    animal, start, end, owner, z = _tracklets_of(6, 12, rng)
+    means = tracklet_means(z, owner, len(animal))
+    labels, centroids = cluster_tracklets(means, (end - start + 1).astype(float), 6, start, end)
+    # one cluster per animal, one animal per cluster
+    assert len(set(zip(labels.tolist(), animal.tolist()))) == 6 == len(set(labels.tolist()))
+    probs = cluster_probabilities(z, centroids)
+    assert np.allclose(probs.sum(axis=1), 1) and (probs.argmax(axis=1) == labels[owner]).mean() > 0.99
+    assert np.median(probs.max(axis=1)) > 0.9
+
+
+
+def test_thousands_of_tracklets_of_a_hundred_animals_stay_linear_and_within_the_memory_budget():
+    from napari_trex.core.identification.pairs import images_per_tracklet
+
+    # 100 animals, each cut into ~50 tracklets one after another: 5000 tracklets
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(5, 120, (100, 50))
+    end = np.cumsum(lengths + 1, axis=1) - 1
+    start = end - lengths + 1
+    pairs = coexisting_pairs(start.ravel(), end.ravel())
+    # each tracklet meets at most the ~2 tracklets of each other animal that overlap it
+    assert len(pairs) <= 5000 * 100 * 2
+    assert len(pairs) > 5000 * 99 / 2  # ... and does meet the other animals
+    # memory: images per tracklet shrink to keep 5000 tracklets within gpu_max_sample_gb
+    assert images_per_tracklet(100, (40, 40), 2.0) == 40
+    per = images_per_tracklet(5000, (40, 40), 0.5)
+    assert per * 5000 * 40 * 40 * 4 <= 0.5e9 and per >= 3
