@@ -163,3 +163,18 @@ def test_realistic_mode_is_seeded_for_every_group_size():
     b = generate(n_individuals=6, n_frames=30, size=256, seed=7, realistic=True)
     c = generate(n_individuals=6, n_frames=30, size=256, seed=7, realistic=True)
     assert np.array_equal(b.frames, c.frames)
+
+
+@pytest.mark.timeout(300)
+def test_a_sociable_crowd_is_never_all_apart_and_tracks_without_a_global_segment():
+    from napari_trex.core.pipeline import track_video
+    from napari_trex.core.settings import Settings
+    from napari_trex.core.video import ArrayVideo
+
+    calm = generate(n_individuals=20, n_frames=200, seed=1, realistic=True)
+    crowd = generate(n_individuals=20, n_frames=200, seed=1, realistic=True, sociality=0.6)
+    # animals seek each other's contact: far more of them touch at any moment
+    assert crowd.contact().mean() > calm.contact().mean() + 0.1
+    run = track_video(ArrayVideo(crowd.frames, 25), Settings().updated(
+        track_max_individuals=20, track_max_speed=30.0))
+    assert len(run.segments) == 0  # what identification from tracklet pairs is for

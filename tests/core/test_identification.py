@@ -763,7 +763,7 @@ def test_without_a_global_segment_each_tracklet_is_named_from_tracklet_pairs(fou
     result = identify(crowded, video, settings, progress=events.append)
     # the path taken is said, and why, before any learning
     path = next(e for e in events if e["stage"] == "path")
-    assert path["path"] == "pairs" and "no global segment with all 4" in path["message"]
+    assert path["path"] == "pairs" and "no global segment (all 4 animals" in path["message"]
     assert any(e["stage"] == "pairs" and "separation" in e for e in events)
     assert result.steps[0]["start"] == "pairs"
     # one mapping from identities to animals makes every identified tracklet right

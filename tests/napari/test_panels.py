@@ -180,7 +180,7 @@ def test_identification_without_a_global_segment_learns_from_tracklet_pairs_and_
     assert job.outcome == "done"
     # while it learns, the panel keeps saying which path it took and why
     learning = [s for s in seen if "pairs told apart" in s]
-    assert learning and all("no global segment with all 3" in s for s in learning)
+    assert learning and all("no global segment (all 3 animals" in s for s in learning)
     assert session.identities is not None and (session.identities.identity >= 0).any()
     assert ident.start_button.enabled
 

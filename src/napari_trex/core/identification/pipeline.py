@@ -23,6 +23,7 @@ from ..model import TrackingRun
 from ..progress import progress_events
 from ..results import max_speed_px
 from ..settings import Settings
+from ..tracklets import MIN_GLOBAL_SEGMENT_FRAMES
 from ..video import Video
 from .assignment import (TrackletIdentities, assign_identities, hidden_positions, identity_coverage,
                          split_suspicious_tracklets)
@@ -480,6 +481,10 @@ def identify_events(
 
 
 PAIR_MIN_IMAGES = 3  # a tracklet with fewer whole images says too little to learn from
+# without a global segment, at least this share of the N animals must be seen together in some
+# frame: a crowd always hides one or two, but far fewer means track_max_individuals is too high
+# (N clusters would then cut animals in two)
+PAIRS_MIN_SHARE_SEEN = 0.8
 
 
 def _names_from_pairs(run: TrackingRun, requests: _Requests, cut: Callable[..., Any], n: int,
@@ -492,13 +497,17 @@ def _names_from_pairs(run: TrackingRun, requests: _Requests, cut: Callable[..., 
     counts = np.bincount(requests.tracklet, minlength=len(t))
     usable = np.flatnonzero(counts >= PAIR_MIN_IMAGES)
     most_frame, most = pairs.most_coexisting(t.start[usable], t.end[usable], counts[usable])
-    if len(most) < n:
+    if len(most) < PAIRS_MIN_SHARE_SEEN * n:
         raise NapariTrexError(f"no global segment, and at most {len(most)} tracklets are ever seen at "
                               f"once for track_max_individuals = {n}: if the video shows "
                               f"{len(most)} animals, set track_max_individuals = {len(most)}; "
                               "otherwise check the tracking (blob_size_ranges, threshold)")
-    why = (f"no global segment with all {n} animals in tracklets at once (at most {len(most)} "
-           f"together, frame {most_frame})" if not len(run.segments) else "asked for")
+    if len(most) < n:
+        yield {"stage": "warning", "message": f"WARNING: at most {len(most)} of the {n} animals are "
+               "ever seen at once: if the video shows fewer, set track_max_individuals to that"}
+    why = (f"no global segment (all {n} animals, each in one tracklet, for "
+           f"{MIN_GLOBAL_SEGMENT_FRAMES}+ frames; the most seen together: {len(most)}, in frame "
+           f"{most_frame})" if not len(run.segments) else "asked for")
     yield {"stage": "path", "path": "pairs", "most_together": int(len(most)),
            "message": f"{why}: learning from tracklet pairs"}
     if len(usable) < n:

@@ -207,6 +207,10 @@ class IdentificationWidget(JobPanel, Container):
             self.rejected += 1
         elif stage == "path":  # stays on show: the user must know why there are no segments
             self.path = event["message"]
+        elif stage == "warning":
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"napari-trex: {event['message'].removeprefix('WARNING: ')}")
         counts = self.path or f"segments accepted {self.accepted}, rejected {self.rejected}"
         share = f" ({event['done']:.0f}/{event['total']:.0f})" if event.get("total") else ""
         self.status.value = f"{event.get('message', '').strip()}{share}\n{counts}"
