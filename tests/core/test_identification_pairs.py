@@ -76,3 +76,40 @@ def test_thousands_of_tracklets_of_a_hundred_animals_stay_linear_and_within_the_
     assert images_per_tracklet(100, (40, 40), 2.0) == 40
     per = images_per_tracklet(5000, (40, 40), 0.5)
     assert per * 5000 * 40 * 40 * 4 <= 0.5e9 and per >= 3
+
+
+def _look_alike_group(rng):
+    """Four animals: 0 and 1 look alike and are always seen together, 2 changes its look a lot
+    (posture), 3 is distinct. Plain k-means likes to cut animal 2 in two and put 0 and 1 in one
+    cluster; only the tracklets' coexistence says that 0 and 1 are two animals."""
+    base = rng.normal(size=(4, 16))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    centres = base.copy()
+    centres[1] = base[0] + 0.25 * base[1]
+    centres[1] /= np.linalg.norm(centres[1])
+    animal, start, end = [], [], []
+    for a in range(4):
+        t = int(rng.integers(0, 5))
+        for _ in range(15):
+            length = int(rng.integers(10, 60))
+            animal.append(a), start.append(t), end.append(t + length - 1)
+            t += length + int(rng.integers(1, 5))
+    animal, start, end = np.array(animal), np.array(start), np.array(end)
+    spread = np.where(animal == 2, 2.5, 1.0)
+    z = centres[animal] + 0.05 * spread[:, None] * rng.normal(size=(len(animal), 16))
+    return animal, start, end, z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def test_tracklets_seen_together_are_kept_apart_even_when_they_look_alike():
+    def one_per_animal(labels, animal):
+        return len(set(zip(labels.tolist(), animal.tolist()))) == 4 == len(set(labels.tolist()))
+
+    plain = constrained = 0
+    for seed in range(40):
+        animal, start, end, z = _look_alike_group(np.random.default_rng(seed))
+        weight = (end - start + 1).astype(float)
+        alone, _ = cluster_tracklets(z, weight, 4, start, end)
+        together, _ = cluster_tracklets(z, weight, 4, start, end, coexisting_pairs(start, end))
+        plain += one_per_animal(alone, animal)
+        constrained += one_per_animal(together, animal)
+    assert constrained >= 34 and constrained >= plain + 8

@@ -14,7 +14,8 @@ coexisting tracklets pushed at least :data:`MARGIN` apart (distances between uni
 Pairs of tracklets that never coexist are never used: they may or may not be one animal.
 Each tracklet is then the mean of its images' embeddings, and the tracklets are clustered into
 N groups, starting from the frame where the most tracklets coexist (they are known to differ),
-each tracklet weighted by its images. :func:`cluster_probabilities` turns the distances into
+each tracklet weighted by its images, coexisting tracklets kept in different groups
+(:func:`cluster_tracklets`). :func:`cluster_probabilities` turns the distances into
 per-image probabilities, so the usual assignment (coexisting tracklets never share an identity,
 the stronger claim wins) names the tracklets; its confident tracklets then train the N-class
 classifier that the rest of the pipeline (uniqueness, retrack, weights, corrections) uses.
@@ -48,6 +49,7 @@ SEPARATED = 0.995  # stop when this share of (same, different) comparisons is ri
 GAIN_MIN = 0.002  # ... or when two checks in a row gained less than this
 PROBE_PAIRS = 2000  # pairs of each kind measured at every check
 IMAGES_PER_TRACKLET = 40  # images of each tracklet learnt from (evenly spread over it)
+VIOLATION = 4.0  # cost of two coexisting tracklets in one cluster, per image (4 = the largest d²)
 TEMPERATURE = 0.05  # squared distance over which a cluster's probability falls by e
 
 
@@ -208,11 +210,18 @@ def train_embedding_events(images: np.ndarray, owner: np.ndarray, negatives: np.
 
 
 def cluster_tracklets(embedding: np.ndarray, weight: np.ndarray, n: int, start: np.ndarray,
-                      end: np.ndarray, iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels (T,), centroids (n, D))``: weighted k-means of unit tracklet embeddings.
+                      end: np.ndarray, negatives: np.ndarray | None = None, iterations: int = 50
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (T,), centroids (n, D))``: weighted k-means of unit tracklet embeddings, under
+    the constraint that coexisting tracklets (``negatives``) belong to different clusters.
 
     Started from the tracklets of the frame where the most coexist (all different animals);
-    the missing centroids are the tracklets farthest from those (weighted), one by one."""
+    the missing centroids are the tracklets farthest from those (weighted), one by one. Plain
+    k-means can end with two similar animals in one cluster and another animal cut in two
+    (20 animals: 3 of 20 clusters); each coexisting pair in one cluster costs
+    :data:`VIOLATION` x the lighter tracklet's weight, more than any distance, so tracklets
+    that cannot be one animal move apart, and an emptied cluster is restarted at the tracklet
+    that fits its own cluster worst."""
     _, members = most_coexisting(start, end, weight)
     members = members[np.argsort(-weight[members], kind="stable")][:n]
     centroids = [embedding[m] for m in members]
@@ -226,12 +235,119 @@ def cluster_tracklets(embedding: np.ndarray, weight: np.ndarray, n: int, start: 
         if (new == labels).all():
             break
         labels = new
-        for k in range(n):
-            mine = labels == k
-            if mine.any():
-                m = (embedding[mine] * weight[mine, None]).sum(axis=0)
-                c[k] = m / max(np.linalg.norm(m), 1e-9)
+        c = _centroids(embedding, weight, labels, c)
+    if negatives is None or not len(negatives):
+        return labels, c
+    # constrained refinement, then merge-and-split moves while they lower the objective
+    both = np.concatenate([negatives, negatives[:, ::-1]])
+    both = both[np.argsort(both[:, 0], kind="stable")]
+    bounds = np.searchsorted(both[:, 0], np.arange(len(embedding) + 1))
+    labels, c = _constrained(embedding, weight, labels, c, both, bounds, iterations)
+    best = _objective(embedding, weight, labels, c, negatives)
+    for _ in range(n):
+        moved = _merge_and_split(embedding, weight, labels, c, negatives)
+        if moved is None:
+            break
+        trial_labels, trial_c = _constrained(embedding, weight, *moved, both, bounds, iterations)
+        value = _objective(embedding, weight, trial_labels, trial_c, negatives)
+        if value >= best:
+            break
+        labels, c, best = trial_labels, trial_c, value
     return labels, c
+
+
+def _constrained(embedding: np.ndarray, weight: np.ndarray, labels: np.ndarray, c: np.ndarray,
+                 both: np.ndarray, bounds: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each tracklet in turn (heaviest first) takes the cluster of least weighted distance plus
+    :data:`VIOLATION` for each coexisting tracklet already in it; an emptied cluster restarts at
+    the tracklet that fits its own cluster worst."""
+    labels, n = labels.copy(), len(c)
+    order = np.argsort(-weight, kind="stable")
+    restarts = 0
+    for _ in range(iterations):
+        cost = weight[:, None] * _squared_distances(embedding, c)
+        changed = 0
+        for i in order:
+            others = both[bounds[i]: bounds[i + 1], 1]
+            penalty = np.zeros(n)
+            np.add.at(penalty, labels[others], VIOLATION * np.minimum(weight[i], weight[others]))
+            k = int(np.argmin(cost[i] + penalty))
+            if k != labels[i]:
+                labels[i] = k
+                changed += 1
+        c = _centroids(embedding, weight, labels, c)
+        empty = np.flatnonzero(np.bincount(labels, minlength=n) == 0)
+        if len(empty) and restarts < n:
+            misfit = weight * _squared_distances(embedding, c)[np.arange(len(labels)), labels]
+            for k in empty:
+                worst = int(np.argmax(misfit))
+                labels[worst], misfit[worst] = k, -1.0
+                c[k] = embedding[worst]
+                restarts += 1
+            continue
+        if not changed:
+            break
+    return labels, c
+
+
+def _objective(embedding: np.ndarray, weight: np.ndarray, labels: np.ndarray, c: np.ndarray,
+               negatives: np.ndarray) -> float:
+    """Weighted distances to the own centroid plus the penalties of coexisting pairs in one cluster."""
+    inertia = float((weight * _squared_distances(embedding, c)[np.arange(len(labels)), labels]).sum())
+    a, b = negatives[:, 0], negatives[:, 1]
+    same = labels[a] == labels[b]
+    return inertia + float((VIOLATION * np.minimum(weight[a], weight[b]))[same].sum())
+
+
+def _merge_and_split(embedding: np.ndarray, weight: np.ndarray, labels: np.ndarray, c: np.ndarray,
+                     negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where one cluster holds coexisting tracklets (two animals) while two clusters never
+    coexist (one animal cut in two): merge those two and start the freed cluster at the
+    heaviest violating tracklet. None when there is nothing to do."""
+    n = len(c)
+    a, b = labels[negatives[:, 0]], labels[negatives[:, 1]]
+    penalty = VIOLATION * np.minimum(weight[negatives[:, 0]], weight[negatives[:, 1]])
+    inside = np.bincount(a[a == b], weights=penalty[a == b], minlength=n)
+    if inside.max() <= 0:
+        return None
+    together = np.zeros((n, n), bool)
+    together[a, b] = together[b, a] = True
+    best, pair = np.inf, None
+    for i in range(n):
+        for j in range(i + 1, n):
+            if together[i, j]:
+                continue
+            mine = (labels == i) | (labels == j)
+            m = (embedding[mine] * weight[mine, None]).sum(axis=0)
+            m /= max(np.linalg.norm(m), 1e-9)
+            cost = float((weight[mine] * np.maximum(2.0 - 2.0 * embedding[mine] @ m, 0.0)).sum())
+            if cost < best:
+                best, pair = cost, (i, j)
+    if pair is None:
+        return None
+    labels, c = labels.copy(), c.copy()
+    labels[labels == pair[1]] = pair[0]
+    c = _centroids(embedding, weight, labels, c)
+    worst = int(np.argmax(inside))
+    violating = np.zeros(len(labels))
+    same = (a == b) & (a == worst)
+    np.add.at(violating, negatives[same, 0], penalty[same])
+    np.add.at(violating, negatives[same, 1], penalty[same])
+    start = int(np.argmax(violating))
+    labels[start], c[pair[1]] = pair[1], embedding[start]
+    return labels, c
+
+
+def _centroids(embedding: np.ndarray, weight: np.ndarray, labels: np.ndarray, previous: np.ndarray
+               ) -> np.ndarray:
+    """Unit weighted mean of each cluster (an empty one keeps its previous centroid)."""
+    c = previous.copy()
+    for k in range(len(c)):
+        mine = labels == k
+        if mine.any():
+            m = (embedding[mine] * weight[mine, None]).sum(axis=0)
+            c[k] = m / max(np.linalg.norm(m), 1e-9)
+    return c
 
 
 def _squared_distances(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -543,7 +543,7 @@ def _names_from_pairs(run: TrackingRun, requests: _Requests, cut: Callable[..., 
     z = pairs.embed(embedder, samples.images, device)
     means = pairs.tracklet_means(z, owner, len(usable))
     _, centroids = pairs.cluster_tracklets(means, counts[usable].astype(float), n,
-                                           t.start[usable], t.end[usable])
+                                           t.start[usable], t.end[usable], negatives)
     probs = pairs.cluster_probabilities(z, centroids)
     named = assign_identities(run.result, samples.tracklet, probs, n, run.fps, settings.manual_matches)
     chosen = np.flatnonzero(np.isin(named.source, ("network", "manual")))
