@@ -536,7 +536,8 @@ def _names_from_pairs(run: TrackingRun, requests: _Requests, cut: Callable[..., 
         except StopIteration as done:
             embedder = done.value
             break
-        yield {"stage": "pairs", **record, "done": record["step"], "total": record["max_steps"],
+        # no done/total: learning usually stops long before the step cap, which would mislead
+        yield {"stage": "pairs", **record,
                "message": f"  learning from {len(negatives)} pairs of coexisting tracklets: step "
                f"{record['step']}, {record['separation']:.1%} of pairs told apart "
                f"({time.perf_counter() - started:.0f} s)"}
