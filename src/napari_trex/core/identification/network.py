@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -129,12 +129,17 @@ def place(model: IdentityNetwork, device: torch.device) -> IdentityNetwork:
 def predict(model: IdentityNetwork, images: np.ndarray, device: torch.device,
             batch: int = 1024) -> np.ndarray:
     """Softmax probabilities (M, N), in batches (prediction never needs all images at once)."""
+    return outputs(model, images, device, lambda logits: torch.softmax(logits, dim=1), batch)
+
+
+def outputs(model: IdentityNetwork, images: np.ndarray, device: torch.device,
+            then: Callable[[torch.Tensor], torch.Tensor], batch: int = 1024) -> np.ndarray:
+    """``then(model(crops))`` for uint8 crops (M, H, W), in batches under inference mode."""
     model.eval()
     out = np.empty((len(images), model.n_identities), np.float32)
     with torch.inference_mode():
         for k in range(0, len(images), batch):
-            logits = model(to_tensor(images[k: k + batch], device))
-            out[k: k + batch] = torch.softmax(logits, dim=1).cpu().numpy()
+            out[k: k + batch] = then(model(to_tensor(images[k: k + batch], device))).cpu().numpy()
     return out
 
 

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import Cancelled
-from .network import IdentityNetwork, place, seeded, to_tensor
+from .network import IdentityNetwork, outputs, place, seeded, to_tensor
+from .samples import images_within
 from .training import _shift
 
 EMBEDDING_SIZE = 16  # length of an image's embedding vector
@@ -74,7 +75,7 @@ def images_per_tracklet(n_tracklets: int, size: tuple[int, int], max_gb: float, 
     """How many images of each tracklet to learn from: :data:`IMAGES_PER_TRACKLET`, fewer when
     all tracklets together would exceed ``max_gb`` (counted as float32 images, like
     ``gpu_max_sample_gb`` elsewhere), never fewer than ``least``."""
-    budget = int(max_gb * 1e9 / (size[0] * size[1] * 4 * max(1, n_tracklets)))
+    budget = images_within(max_gb, size) // max(1, n_tracklets)
     return max(least, min(IMAGES_PER_TRACKLET, budget))
 
 
@@ -133,12 +134,7 @@ def _draw_pairs(owners: _Owners, negatives: np.ndarray, k: int, rng: np.random.G
 
 def embed(model: IdentityNetwork, images: np.ndarray, device: torch.device, batch: int = 1024) -> np.ndarray:
     """Unit-length embeddings (M, EMBEDDING_SIZE) of uint8 crops."""
-    model.eval()
-    out = np.empty((len(images), model.n_identities), np.float32)
-    with torch.inference_mode():
-        for k in range(0, len(images), batch):
-            out[k: k + batch] = F.normalize(model(to_tensor(images[k: k + batch], device)), dim=1).cpu().numpy()
-    return out
+    return outputs(model, images, device, lambda z: F.normalize(z, dim=1), batch)
 
 
 def separation(model: IdentityNetwork, images: np.ndarray, probe: tuple[np.ndarray, np.ndarray, np.ndarray],

@@ -31,7 +31,7 @@ from . import pairs
 from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device, seeded,
                       load_weights, place, predict)
 from .samples import (Samples, automatic_params, check_holdout, class_cap, cut_samples, holdout_split,
-                      regular_subsample)
+                      images_within, regular_subsample)
 from .training import (ACCEPT_SHARE_OF_BEST, TrainingConfig, UnitResult, label_candidate, train_unit_events,
                        uniqueness)
 
@@ -281,18 +281,18 @@ def identify_events(
             tracklets = segment_tracklets(first)
             first_range = [int(segments.start[first]), int(segments.end[first])]
             label = f"initial unit on frames {first_range[0]}-{first_range[1]}"
-        if not from_pairs and weights is None:
-            train_set, val_set = yield from labelled(tracklets, list(range(n)))
-        elif not from_pairs:  # continue: label the best segment with the loaded network
-            probe = yield from probe_segment(first, tracklets)
-            mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet, n,
-                                           settings.recognition_segment_add_factor)
-            if mapping is None:  # never fall back to the slot numbers: they are not identities
-                raise NapariTrexError(f"the loaded network cannot tell the animals of the best "
-                                      f"segment apart ({why}): press Start to train from scratch, "
-                                      "or load weights of these animals")
-            labels = [mapping[t] for t in tracklets]
-            train_set, val_set = yield from labelled(tracklets, labels)
+            if weights is None:
+                train_set, val_set = yield from labelled(tracklets, list(range(n)))
+            else:  # continue: label the best segment with the loaded network
+                probe = yield from probe_segment(first, tracklets)
+                mapping, why = label_candidate(predict(model, probe.images, device), probe.tracklet, n,
+                                               settings.recognition_segment_add_factor)
+                if mapping is None:  # never fall back to the slot numbers: they are not identities
+                    raise NapariTrexError(f"the loaded network cannot tell the animals of the best "
+                                          f"segment apart ({why}): press Start to train from scratch, "
+                                          "or load weights of these animals")
+                labels = [mapping[t] for t in tracklets]
+                train_set, val_set = yield from labelled(tracklets, labels)
         used.update(tracklets)
         yield {"stage": "training", "message": f"{label} ({len(train_set)} images)", "step": 0}
         if not from_pairs:  # tracklets named from pairs lie everywhere: uniqueness is measured on all
@@ -411,14 +411,14 @@ def identify_events(
                            f"(best {best_u:.3f}, target {target:.3f})"}
 
         # -- final step on all images ------------------------------------------------------------
-        if from_pairs:
-            pass  # the final step would train on the same images again
-        elif settings.gpu_accumulation_enable_final_step and train_set is not None \
-                and best_u >= FINAL_STEP_UNTIL:
+        # (from pairs there is no final step: it would train on the same images again)
+        final_step = settings.gpu_accumulation_enable_final_step and train_set is not None \
+            and not from_pairs
+        if final_step and best_u >= FINAL_STEP_UNTIL:
             steps.append({"step": len(steps), "status": "final skipped", "uniqueness": best_u})
             yield {"stage": "step", "step": len(steps) - 1, "uniqueness": best_u, "accepted": True,
                    "message": f"final step skipped: uniqueness {best_u:.3f} leaves nothing to gain"}
-        elif settings.gpu_accumulation_enable_final_step and train_set is not None:
+        elif final_step:
             # every training image at once; the hold-out stays out (it validates this step too)
             saved = {key: v.clone() for key, v in model.state_dict().items()}
             epochs = max(3, int(0.25 * settings.gpu_max_epochs))
@@ -448,7 +448,7 @@ def identify_events(
         chosen.append(regular_subsample(members, per))
     chosen_index = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, np.int64)
     all_probs, all_tracklets, all_frames = [], [], []
-    block_size = max(1000, int(settings.gpu_max_sample_gb * 1e9 / (params.size[0] * params.size[1] * 4)))
+    block_size = max(1000, images_within(settings.gpu_max_sample_gb, params.size))
     for a in range(0, len(chosen_index), block_size):
         block = yield from cut(chosen_index[a: a + block_size], why="cutting images to predict")
         all_probs.append(predict(model, block.images, device))
@@ -565,7 +565,7 @@ class _KeptCrops:
     def __init__(self, n_requests: int, size: tuple[int, int], max_gb: float) -> None:
         self.where = np.full(n_requests, -1, np.int64)
         self.size = size
-        self.limit = max(0, int(max_gb * 1e9 / (size[0] * size[1] * 4)))
+        self.limit = images_within(max_gb, size)
         self.store = np.empty((0, size[1], size[0]), np.uint8)
         self.count = 0
 

@@ -226,6 +226,12 @@ def _runs(frames: list[int], gap: int) -> list[tuple[int, int]]:
     return runs
 
 
+def images_within(max_gb: float, size: tuple[int, int]) -> int:
+    """How many crops of ``size`` fit in ``gpu_max_sample_gb``, counted like TRex as float32
+    images (the one budget every stage shares)."""
+    return max(0, int(max_gb * 1e9 / (size[0] * size[1] * 4)))
+
+
 def class_cap(counts: np.ndarray, size: tuple[int, int], max_gb: float) -> int:
     """TRex's per-class cap: ceil(lo + 0.65·(hi − lo)), limited so that all classes together
     stay within ``gpu_max_sample_gb`` counted as float32 images."""
@@ -233,7 +239,7 @@ def class_cap(counts: np.ndarray, size: tuple[int, int], max_gb: float) -> int:
         return 0
     lo, hi = int(counts.min()), int(counts.max())
     cap = int(np.ceil(lo + 0.65 * (hi - lo)))
-    budget = int(max_gb * 1e9 / (size[0] * size[1] * 4 * len(counts)))
+    budget = images_within(max_gb, size) // len(counts)
     return max(1, min(cap, budget))
 
 
