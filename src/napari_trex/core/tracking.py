@@ -34,9 +34,13 @@ Where napari-trex differs, and why:
   area within :data:`PART_AREA_TOLERANCE` of the animal's recent median area (from frames where
   it was alone), its centre within :data:`PART_OFFSET_TOLERANCE` body sizes of where the slot
   predicted it (a part cut across two animals jumps). Otherwise the part starts a tracklet of
-  its own (``MergedWithAnother``), and so do the slot's next blobs until it holds a whole blob
-  again (a part can only be judged against a trusted past): the animal is still tracked, but
-  no tracklet carries a possible swap out of the contact.
+  its own (``MergedWithAnother``). After a doubtful part the slot's next clean part starts a
+  new tracklet only where animals rest side by side (:data:`RETURN_OFFSET_TOLERANCE`,
+  :data:`RETURN_STILL`, :data:`RETURN_APART`), and no part is
+  trusted while an animal that was not found this frame was last seen near it
+  (:data:`LOST_NEARBY`: it may lie hidden under the part). The animal is still tracked, one
+  doubtful frame does not cut the rest of a long contact into one-frame tracklets, and no
+  tracklet carries a possible swap out of the contact.
 * **Ambiguous matches end tracklets**: another blob was almost as likely for this slot
   (``≥ track_ambiguity_ratio`` of its probability), or another slot almost as likely for this
   blob: a near-crossing. TRex keeps going there and sometimes swaps identities inside a
@@ -97,6 +101,20 @@ CONTACT_SETTLE = 0.2
 #: recent area cannot be split into whole animals: they lie right over each other, or two slots
 #: followed one animal. Splitting such a blob would cut one animal in two.
 ONE_ANIMAL_GROWTH = 1.25
+#: A slot whose last blob was a doubtful part may trust a part again (a new tracklet that goes on
+#: through the contact) only on stronger evidence: its centre within this share of the animal's
+#: size of the prediction (instead of PART_OFFSET_TOLERANCE) ...
+RETURN_OFFSET_TOLERANCE = 0.2
+#: ... and only while the animal stays put (moved, and is predicted to move, at most this share
+#: of its size since the last frame): animals resting against each other, the long contacts.
+#: Animals that cross move into each other, and the halves of a split X look like whole animals.
+RETURN_STILL = 0.1
+#: ... and only while the other parts lie at least this many animal sizes away (side by side;
+#: closer, the animals lie partly over each other and a part's centre is no animal's centre).
+RETURN_APART = 0.9
+#: ... and, for every part, no slot that found nothing this frame was last seen within this many
+#: animal sizes of it: a lost animal may lie hidden under the part (one part, two animals).
+LOST_NEARBY = 3.0
 
 
 @dataclass(frozen=True)
@@ -438,6 +456,7 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             else np.zeros((0, len(blobs.row)), bool)
         # -- update slots and tracklets ---------------------------------------------------------------
         split_here = set(params.manual_splits.get(t, ()))
+        lost_now = seen & (chosen < 0)  # animals not found this frame (however long ago last seen)
         for slot in range(n):
             col = int(chosen[slot])
             if col < 0:
@@ -446,16 +465,25 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                     close(slot, t - 1, reason)
                 continue
             pos = blobs.pos[col]
-            # a part is trusted only when judged against a trusted past: once a part was doubtful,
-            # the slot's parts stay doubtful until it holds a whole blob again
+            # a part is trusted when it is the whole animal where the slot predicted it (after a
+            # doubtful part: nearer still) and no animal missing this frame was last seen near it
             # (and coming out of a contact, a whole blob still too big for the animal, with an
             # animal lost nearby, is the contact itself, not yet the animal alone)
-            doubtful_now = bool(blobs.shared[col]) or (blobs.row[col] >= base and (
-                doubtful[slot] or last_frame[slot] != t - 1 or not (blobs.apart[col] and _whole_animal(
-                    blobs.area[col], area_hist[slot], pos - predicted[slot])))) or (
-                t - last_contact[slot] <= settle and blobs.area[col] > ONE_ANIMAL_GROWTH *
-                _typical_area(area_hist[slot], params.reference_area) and (
-                    t - last_contact[slot] <= 1 or _others_near(near_unsure, unsure, slots, slot, col)))
+            typical = _typical_area(area_hist[slot], params.reference_area) if (
+                blobs.row[col] >= base or t - last_contact[slot] <= settle) else np.nan
+            trusted = True
+            if blobs.row[col] >= base:  # a part of a split blob
+                tolerance = RETURN_OFFSET_TOLERANCE if doubtful[slot] else PART_OFFSET_TOLERANCE
+                trusted = (last_frame[slot] == t - 1 and bool(blobs.apart[col])
+                           and _whole_animal(blobs.area[col], area_hist[slot], pos - predicted[slot],
+                                             tolerance)
+                           and not _lost_near(pos, last_pos[lost_now], typical))
+                if trusted and doubtful[slot]:  # back from doubt: only animals resting side by side
+                    trusted = not (_moving(pos, predicted[slot], last_pos[slot], typical)
+                                   or _part_nearby(blobs, col, base, typical))
+            doubtful_now = bool(blobs.shared[col]) or not trusted or (
+                t - last_contact[slot] <= settle and blobs.area[col] > ONE_ANIMAL_GROWTH * typical
+                and (t - last_contact[slot] <= 1 or _others_near(near_unsure, unsure, slots, slot, col)))
             reason = 0
             if current[slot] >= 0:
                 if last_frame[slot] != t - 1:
@@ -596,7 +624,8 @@ def _falls_into(detections: Detections | StreamedDetections, row: int, base: int
     return out
 
 
-def _whole_animal(area: float, history: np.ndarray, offset: np.ndarray) -> bool:
+def _whole_animal(area: float, history: np.ndarray, offset: np.ndarray,
+                  offset_tolerance: float = PART_OFFSET_TOLERANCE) -> bool:
     """Does a split part of this ``area``, ``offset`` (px) from the prediction, look like the
     whole animal of these recent areas?"""
     known = history[np.isfinite(history)]
@@ -604,7 +633,31 @@ def _whole_animal(area: float, history: np.ndarray, offset: np.ndarray) -> bool:
         return False
     typical = float(np.median(known))
     return (typical / PART_AREA_TOLERANCE <= area <= typical * PART_AREA_TOLERANCE
-            and float(np.hypot(*offset)) <= PART_OFFSET_TOLERANCE * np.sqrt(typical))
+            and float(np.hypot(*offset)) <= offset_tolerance * np.sqrt(typical))
+
+
+def _moving(pos: np.ndarray, predicted: np.ndarray, last: np.ndarray, area: float) -> bool:
+    """Did the animal move, or is it predicted to move, more than :data:`RETURN_STILL` animal
+    sizes since its last frame?"""
+    step = max(float(np.hypot(*(pos - last))), float(np.hypot(*(predicted - last))))
+    return not np.isfinite(step) or step > RETURN_STILL * np.sqrt(area)
+
+
+def _part_nearby(blobs: _Blobs, col: int, base: int, area: float) -> bool:
+    """Is another part of a split blob within :data:`RETURN_APART` animal sizes of part ``col``
+    (the animals lie partly over each other, not side by side)?"""
+    others = np.flatnonzero(blobs.row >= base)
+    others = others[others != col]
+    d = np.hypot(*(blobs.pos[others] - blobs.pos[col]).T)
+    return bool((d < RETURN_APART * np.sqrt(area)).any())
+
+
+def _lost_near(pos: np.ndarray, lost_pos: np.ndarray, area: float) -> bool:
+    """Was a slot that found nothing this frame last seen within :data:`LOST_NEARBY` animal
+    sizes of ``pos``?"""
+    if not len(lost_pos):
+        return False
+    return bool((np.hypot(*(lost_pos - pos).T) <= LOST_NEARBY * np.sqrt(area)).any())
 
 
 def _ambiguous(prob: np.ndarray, slots: np.ndarray, chosen: np.ndarray, forced: dict[int, int],
