@@ -24,6 +24,8 @@ from napari_trex.core.tracking import TrackingResult
 from napari_trex.core.tracklets import Tracklets
 from napari_trex.core.video import ArrayVideo
 
+from helpers import disk_frames, resting_pair
+
 
 def _e(v):
     return (1 + math.exp(-math.pi)) / (1 + math.exp(-math.pi * v))
@@ -784,3 +786,20 @@ def test_without_a_global_segment_each_tracklet_is_named_from_tracklet_pairs(fou
     # loaded weights are checked on the best global segment: without one, a clear refusal
     with pytest.raises(NapariTrexError, match="no global segment"):
         identify(crowded, video, settings, weights=result.model)
+
+
+def test_animals_resting_side_by_side_are_learnt_from_while_they_touch():
+    # the tracker trusts the clean parts of a resting pair (they continue tracklets): those
+    # parts are images of one animal each, to learn from and to name the tracklet by; the
+    # doubtful part of frame 25 (a tracklet of its own) is not
+    from napari_trex.core.identification.pipeline import _eligible
+
+    settings = Settings().updated(track_max_individuals=2, cm_per_pixel=1.0, blob_size_ranges=[[40, 120]],
+                                  track_max_speed=100.0, average_samples=200, averaging_method="min")
+    run = track_video(ArrayVideo(disk_frames(resting_pair()), fps=10), settings)
+    frames, slots = _eligible(run)
+    eligible = set(zip(frames.tolist(), slots.tolist()))
+    split = run.result.detections["split"][run.result.assignment]
+    assert split[26:45].all()  # touching: every position there is a part of a split blob
+    assert {(f, s) for f in range(26, 45) for s in (0, 1)} <= eligible
+    assert (25, 0) not in eligible and (25, 1) not in eligible

@@ -15,6 +15,8 @@ from napari_trex.core.tracklets import (
     MERGED, NO_BLOB, LOST_FOR_ONE_FRAME, WEIRD_DISTANCE, reason_names, tracklet_matrix)
 from napari_trex.core.video import ArrayVideo
 
+from helpers import disk_frames, resting_pair
+
 
 def _run(synthetic, **settings):
     values = {"track_max_individuals": synthetic.n_individuals, "track_max_speed": 30.0}
@@ -286,26 +288,12 @@ def test_two_animals_resting_side_by_side_keep_their_tracklets():
     assert (x[:, 0] < 64).all() == (x[0, 0] < 64) and (np.sign(x[:, 1] - 64) == np.sign(x[0, 1] - 64)).all()
 
 
-def _disks(paths: list[list[tuple[float, float, float]]], size=128, value=200):
-    """Like _disk_video, each animal given as (x, y, radius)."""
-    frames = np.full((len(paths), size, size), 20, np.uint8)
-    yy, xx = np.mgrid[0:size, 0:size]
-    for t, animals in enumerate(paths):
-        for x, y, r in animals:
-            frames[t][(xx - x) ** 2 + (yy - y) ** 2 <= r ** 2] = value
-    return ArrayVideo(frames, fps=10)
-
-
 def test_one_doubtful_frame_in_a_contact_does_not_cut_the_rest_of_it_into_one_frame_tracklets():
     # two animals touch (one blob, split cleanly) for frames 15..45; in frame 25 one of them
     # swells (posture): that frame's parts are doubtful and end both tracklets. From frame 26
     # the parts are clean again, each where its animal was: one new tracklet each, through the
     # rest of the contact (it used to be a one-frame tracklet per frame until the contact ended)
-    path = []
-    for t in range(60):
-        gap = max(0.0, abs(30 - t) - 15) * 1.5
-        path.append([(64 - 4.5 - gap, 64.0, 6.5 if t == 25 else 5.0), (64 + 4.5 + gap, 64.0, 5.0)])
-    run = track_video(_disks(path), _constructed_settings(2))
+    run = track_video(ArrayVideo(disk_frames(resting_pair()), fps=10), _constructed_settings(2))
     assert run.result.detections["split"][run.result.assignment[16:45]].all()  # a real contact
     for slot in (0, 1):
         ends = _ends(run, slot)

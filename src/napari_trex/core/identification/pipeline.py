@@ -57,12 +57,15 @@ class IdentificationResult:
 
 
 def _eligible(run: TrackingRun) -> tuple[np.ndarray, np.ndarray]:
-    """(frame, slot) pairs with a whole (not split) blob inside a tracklet."""
+    """(frame, slot) pairs with a whole (not split) blob inside a tracklet, or a part that
+    continues a tracklet (the tracker trusted it as the whole animal: animals resting side by
+    side), not the one-frame tracklets of doubtful parts."""
     r = run.result
     frames, slots = np.nonzero((r.assignment >= 0) & (r.tracklet_of >= 0))
     rows = r.assignment[frames, slots]
-    whole = ~r.detections["split"][rows].astype(bool)
-    return frames[whole], slots[whole]
+    length = r.tracklets.length[r.tracklet_of[frames, slots]]
+    keep = ~r.detections["split"][rows].astype(bool) | (length >= 2)
+    return frames[keep], slots[keep]
 
 
 class _Requests:
