@@ -241,7 +241,7 @@ def test_tracking_again_from_the_panel_keeps_the_corrections(panel, qtbot):
     tracking.form.field("track_max_individuals").value = 3
     tracking.form.field("track_max_speed").value = 30.0
     job = tracking.start_tracking()
-    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    qtbot.waitUntil(lambda: job.finished, timeout=120_000)
     assert job.outcome == "done"
     session = session_for(viewer)
     r = session.run.result
@@ -292,7 +292,7 @@ def test_not_an_animal_survives_tracking_again_from_the_panel(panel, qtbot, tmp_
     tracking.form.field("track_max_speed").value = 31.0
     tracking.form.field("output_dir").value = str(tmp_path / "again")
     job = tracking.start_tracking()
-    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    qtbot.waitUntil(lambda: job.finished, timeout=120_000)
     assert job.outcome == "done"
     r = session_for(viewer).run.result
     holder = [s for s in range(3) if r.assignment[frame, s] >= 0

@@ -46,6 +46,7 @@ class Job:
         self._stop = threading.Event()
         self._on_event, self._on_result, self._on_finish = on_event, on_result, on_finish
         self.outcome = ""  # "done", "cancelled" or "failed" once finished
+        self.finished = False  # True once the panel has been told (buttons back, progress closed)
         self.progress = napari_progress(total=0, desc=what)  # napari's activity bar
         self.worker = thread_worker(self._run, start_thread=False)(make_events)
         self.worker.yielded.connect(self._yielded)
@@ -116,6 +117,7 @@ class Job:
             self.outcome = "cancelled" if self._stop.is_set() else "done"
         if self._on_finish is not None:
             self._on_finish(self.outcome)
+        self.finished = True
 
 
 class JobPanel:
