@@ -643,21 +643,22 @@ def _moving(pos: np.ndarray, predicted: np.ndarray, last: np.ndarray, area: floa
     return not np.isfinite(step) or step > RETURN_STILL * np.sqrt(area)
 
 
+def _nearest(points: np.ndarray, pos: np.ndarray) -> float:
+    """Distance (px) from ``pos`` to the nearest of ``points`` (inf when there are none)."""
+    return float(np.hypot(*(points - pos).T).min(initial=np.inf)) if len(points) else np.inf
+
+
 def _part_nearby(blobs: _Blobs, col: int, base: int, area: float) -> bool:
     """Is another part of a split blob within :data:`RETURN_APART` animal sizes of part ``col``
     (the animals lie partly over each other, not side by side)?"""
     others = np.flatnonzero(blobs.row >= base)
-    others = others[others != col]
-    d = np.hypot(*(blobs.pos[others] - blobs.pos[col]).T)
-    return bool((d < RETURN_APART * np.sqrt(area)).any())
+    return _nearest(blobs.pos[others[others != col]], blobs.pos[col]) < RETURN_APART * np.sqrt(area)
 
 
 def _lost_near(pos: np.ndarray, lost_pos: np.ndarray, area: float) -> bool:
     """Was a slot that found nothing this frame last seen within :data:`LOST_NEARBY` animal
     sizes of ``pos``?"""
-    if not len(lost_pos):
-        return False
-    return bool((np.hypot(*(lost_pos - pos).T) <= LOST_NEARBY * np.sqrt(area)).any())
+    return _nearest(lost_pos, pos) <= LOST_NEARBY * np.sqrt(area)
 
 
 def _ambiguous(prob: np.ndarray, slots: np.ndarray, chosen: np.ndarray, forced: dict[int, int],
