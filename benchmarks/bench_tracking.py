@@ -12,7 +12,8 @@ threshold, different sizes, resting, contacts that last seconds, uneven flickeri
 Quality, per video (the invariants of the tracklets issue): mixed tracklets (must be 0),
 share of ground-truth animal-frames in a tracklet (>= 98 %), N50 (half of the tracked
 animal-frames lie in tracklets at least this long; >= 100), one-frame tracklets and how many
-of them lie where the animal touches nobody (0), and why tracklets ended.
+of them lie where nothing happens: the animal touches nobody and its blob holds no other
+animal, in that frame or the frames beside it (0), and why tracklets ended.
 
 Speed, on the 8-animal video of the first seed, each measurement in a fresh process (so peak
 memory is its own), start-up (background, automatic parameters, starting workers) taken out:

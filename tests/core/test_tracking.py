@@ -311,3 +311,22 @@ def test_a_part_next_to_where_a_missing_animal_was_last_seen_is_not_trusted():
     assert _lost_near(np.array([100.0 + 0.9 * LOST_NEARBY * size, 100.0]), lost, size ** 2)
     assert not _lost_near(np.array([100.0 + 1.1 * LOST_NEARBY * size, 100.0]), lost, size ** 2)
     assert not _lost_near(np.array([100.0, 100.0]), np.empty((0, 2)), size ** 2)
+
+
+def test_animals_whose_blobs_merge_without_touching_count_as_an_event():
+    # two animals 3 px apart, bridged at the threshold (blur, compression): one blob, although
+    # their silhouettes do not touch; a third animal far away has its own blob
+    from napari_trex.core.detection import DetectionParams, Detections, detect_frame
+    from napari_trex.core.evaluation import merged_in_detection
+
+    frames = disk_frames([[(40.0, 64.0, 8.0), (59.0, 64.0, 8.0), (100.0, 30.0, 8.0)]] * 2)
+    frames[0, 63:66, 47:52] = 200  # the bridge, in frame 0 only
+    params = DetectionParams(threshold=60, size_ranges_px=((20, 1000),), prefilter_px=(5, np.inf),
+                             keep_pixels_above_px=300)
+    background = np.full((128, 128), 20, np.uint8)
+    found = [detect_frame(f, background, params, t) for t, f in enumerate(frames)]
+    detections = Detections.from_frames([f[0] for f in found], [f[1] for f in found])
+    truth = {"frame": np.repeat([0, 1], 3), "identity": np.tile([0, 1, 2], 2),
+             "x": np.tile([40.0, 59.0, 100.0], 2), "y": np.tile([64.0, 64.0, 30.0], 2)}
+    merged = merged_in_detection(detections, truth, 2, 3)
+    assert merged.tolist() == [[True, True, False], [False, False, False]]

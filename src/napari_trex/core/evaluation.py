@@ -90,7 +90,8 @@ class TrackletReport:
     coverage: float  # share of ground-truth animal-frames inside some tracklet
     n50: int  # half of the tracked animal-frames lie in tracklets at least this long
     one_frame: int  # tracklets of a single frame
-    one_frame_without_contact: int  # ... of them where the animal touches nobody (±1 frame)
+    one_frame_without_contact: int  # ... of them where the animal touches nobody (±1 frame) and
+    #                                   its blob holds no other animal (the detector saw no merge)
     one_frame_after_contact: int  # ... of those, within half a second after a contact
     all_tracked: float  # share of frames in which every animal is inside a tracklet
     longest_global_segment: int
@@ -102,7 +103,8 @@ class TrackletReport:
                 f"coverage {self.coverage:.2%}, all animals in tracklets in {self.all_tracked:.1%} "
                 f"of frames, longest global segment {self.longest_global_segment} frames",
                 f"one-frame tracklets: {self.one_frame} ({self.one_frame_without_contact} where the "
-                f"animal touches nobody in that frame or the frames beside it; "
+                f"animal touches nobody and its blob holds no other animal, in that frame or the "
+                f"frames beside it; "
                 f"{self.one_frame_after_contact} of these within 0.5 s after a contact, as the "
                 "animals part)", f"ends: {reasons}"]
 
@@ -119,8 +121,10 @@ def tracklet_report(run, truth: dict[str, np.ndarray], max_distance: float) -> T
     """Score a :class:`~napari_trex.core.pipeline.TrackingRun` against ground truth.
 
     ``truth`` may carry ``contact`` (1 where the animal touches another, from the generator);
-    a one-frame tracklet counts as *without contact* when its animal touches nobody in that
-    frame or the frames beside it.
+    a one-frame tracklet counts as *without contact* when, in that frame and the frames beside
+    it, its animal touches nobody and its detected blob holds no other animal. Both are real
+    events that may end a tracklet: silhouettes more than a pixel apart still merge into one
+    blob where blur, compression and noise bridge the gap at the threshold.
     """
     from .tracklets import reason_names
 
@@ -136,6 +140,7 @@ def tracklet_report(run, truth: dict[str, np.ndarray], max_distance: float) -> T
     if "contact" in truth:
         c = truth["contact"].astype(bool)
         contact[truth["frame"][c] + 1, truth["identity"][c]] = True
+    contact[1:-1] |= merged_in_detection(run.detections, truth, n_frames, contact.shape[1])
     near_contact = contact[:-2] | contact[1:-1] | contact[2:]
     half_second = max(1, int(round(0.5 * run.fps)))
     one = np.flatnonzero(t.length == 1)
@@ -156,6 +161,36 @@ def tracklet_report(run, truth: dict[str, np.ndarray], max_distance: float) -> T
     return TrackletReport(len(t), score.mixed, score.coverage, n50(t.length), len(one), without, after,
                           float(tracked.all(axis=1).mean()) if n_frames else 0.0,
                           int((seg.end - seg.start + 1).max()) if len(seg) else 0, reasons)
+
+
+def merged_in_detection(detections, truth: dict[str, np.ndarray], n_frames: int, n_animals: int
+                        ) -> np.ndarray:
+    """(frames, animals): the animal's ground-truth centre lies in a detected blob (as the
+    detector found it, before any split) together with another animal's centre: the blob's
+    pixels where they were kept (blobs that may hold several animals), else its bounding box."""
+    out = np.zeros((n_frames, n_animals), bool)
+    frames, ids = truth["frame"].astype(np.int64), truth["identity"].astype(np.int64)
+    gx, gy = truth["x"], truth["y"]
+    order = np.argsort(frames, kind="stable")
+    offsets = np.searchsorted(frames[order], np.arange(n_frames + 1))
+    for f in range(min(n_frames, detections.n_frames)):
+        here = order[offsets[f]: offsets[f + 1]]
+        if len(here) < 2:
+            continue
+        rows = detections.rows(f)
+        x0, x1 = detections["x0"][rows], detections["x1"][rows]
+        y0, y1 = detections["y0"][rows], detections["y1"][rows]
+        px, py = np.floor(gx[here]).astype(np.int64), np.floor(gy[here]).astype(np.int64)
+        inside = (px[:, None] >= x0) & (px[:, None] < x1) & (py[:, None] >= y0) & (py[:, None] < y1)
+        for j in np.flatnonzero(inside.sum(axis=0) >= 2):
+            animals = np.flatnonzero(inside[:, j])
+            kept = detections.pixels.get(rows.start + int(j))
+            if kept is not None:
+                top, left, crop = kept
+                animals = animals[crop[py[animals] - top, px[animals] - left] > 0]
+            if len(animals) >= 2:
+                out[f, ids[here[animals]]] = True
+    return out
 
 
 def identity_accuracy(predicted: np.ndarray, reference: np.ndarray) -> tuple[float, dict[int, int]]:
