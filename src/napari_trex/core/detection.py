@@ -377,6 +377,7 @@ class _Lines:
     def __init__(self, mask: np.ndarray) -> None:
         height, width = mask.shape
         self.width = width
+        self._pixel_blob: np.ndarray | None = None
         flat = np.flatnonzero(mask)  # foreground pixels in raster order
         self.flat = flat
         if not len(flat):
@@ -468,11 +469,12 @@ class _Lines:
     def crop(self, blob: int, diff: np.ndarray, top: int, left: int, bottom: int, right: int
              ) -> np.ndarray:
         """The difference pixels of one blob in its bounding box (0 outside the blob)."""
-        lines = np.flatnonzero(self.blob == blob)
+        if self._pixel_blob is None:  # which blob each foreground pixel is (once per frame)
+            self._pixel_blob = np.repeat(self.blob, self.x1 - self.x0 + 1)
+        flat = self.flat[self._pixel_blob == blob]
+        ys, xs = np.divmod(flat, self.width)
         out = np.zeros((bottom - top, right - left), np.uint8)
-        for k in lines:
-            y, a, e = int(self.y[k]), int(self.x0[k]), int(self.x1[k]) + 1
-            out[y - top, a - left: e - left] = diff[y, a:e]
+        out[ys - top, xs - left] = diff.ravel()[flat]
         return out
 
 

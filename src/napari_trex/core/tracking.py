@@ -323,6 +323,9 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
         now = times[t]
         dt_frame = now - times[t - 1] if t > 0 else 1.0 / fps
         blobs = _Blobs(detections, t)
+        # each slot's own recent size (its unsplit blobs), else the population's
+        own_area = _median_areas(area_hist)
+        typical_area = np.where(np.isfinite(own_area), own_area, params.reference_area)
         blobs.alive &= blobs.area >= min_area  # specks and broken-off legs are never animals
         seen = last_frame >= 0
         lost_for = np.where(seen, now - times[np.maximum(last_frame, 0)], np.inf)
@@ -358,6 +361,8 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             # animals", both ways)
             unexpected = blobs.alive & (blobs.area <= max_area) & (blobs.area >= params.smallest_area)
             unexpected[best[best >= 0]] = False
+            held = last_frame[slots] == t - 1
+            unmatched = np.flatnonzero((best < 0) & held)
             for b in range(prob.shape[1]):
                 if not blobs.alive[b]:
                     continue
@@ -365,9 +370,10 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                 # blob (the likeliest blob for them, or, with no likely blob at all, the blob their
                 # prediction falls into: a merged blob's centre lies between the animals); a slot
                 # lost for longer predicts where its animal was: weak evidence of anything inside
-                inside = (best == b) | ((best < 0) & _falls_into(detections, int(blobs.row[b]),
-                                                                 base, pred))
-                inside &= last_frame[slots] == t - 1
+                inside = (best == b) & held
+                if len(unmatched):
+                    inside[unmatched] = _falls_into(detections, int(blobs.row[b]), base,
+                                                    pred[unmatched])
                 claimants = slots[inside]
                 oversized = blobs.area[b] > max_area
                 if len(claimants) < 2 and not oversized:
@@ -378,8 +384,8 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                 if len(claimants) >= 2 and not oversized and unexpected.any():
                     blobs.shared[b] = True  # whoever gets it may hold the wrong animal
                     continue
-                if len(claimants) >= 2 and not oversized and blobs.area[b] <= ONE_ANIMAL_GROWTH * min(
-                        _typical_area(area_hist[c], params.reference_area) for c in claimants):
+                if len(claimants) >= 2 and not oversized and \
+                        blobs.area[b] <= ONE_ANIMAL_GROWTH * typical_area[claimants].min():
                     # no bigger than one of them: animals right over each other (no cut gives
                     # whole animals), or two slots that followed one animal; nobody gets it,
                     # and once the slots are lost for good they are re-attached apart
@@ -399,7 +405,7 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                     continue
                 parts["frame"] = np.full(k, t, np.int32)
                 extra.append(parts)
-                typical = [_typical_area(area_hist[c], params.reference_area) for c in claimants]
+                typical = list(typical_area[claimants])
                 typical += [params.reference_area] * (k - len(typical))
                 # animals lying over each other: the blob is much smaller than their sum, and
                 # no cut through it gives whole animals; much larger than their sum: another
@@ -469,13 +475,13 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             # doubtful part: nearer still) and no animal missing this frame was last seen near it
             # (and coming out of a contact, a whole blob still too big for the animal, with an
             # animal lost nearby, is the contact itself, not yet the animal alone)
-            typical = _typical_area(area_hist[slot], params.reference_area) if (
+            typical = typical_area[slot] if (
                 blobs.row[col] >= base or t - last_contact[slot] <= settle) else np.nan
             trusted = True
             if blobs.row[col] >= base:  # a part of a split blob
                 tolerance = RETURN_OFFSET_TOLERANCE if doubtful[slot] else PART_OFFSET_TOLERANCE
                 trusted = (last_frame[slot] == t - 1 and bool(blobs.apart[col])
-                           and _whole_animal(blobs.area[col], area_hist[slot], pos - predicted[slot],
+                           and _whole_animal(blobs.area[col], own_area[slot], pos - predicted[slot],
                                              tolerance)
                            and not _lost_near(pos, last_pos[lost_now], typical))
                 if trusted and doubtful[slot]:  # back from doubt: only animals resting side by side
@@ -602,10 +608,15 @@ def _others_near(near: np.ndarray, rows: list[int], slots: np.ndarray, slot: int
     return any(near[k, col] and int(slots[i]) != slot for k, i in enumerate(rows))
 
 
-def _typical_area(history: np.ndarray, reference: float) -> float:
-    """The slot's recent median area, or the population's when it has none."""
-    known = history[np.isfinite(history)]
-    return float(np.median(known)) if len(known) else reference
+def _median_areas(history: np.ndarray) -> np.ndarray:
+    """Each slot's median recent area (NaN where it has none), as ``np.median`` of the known
+    values, for all slots at once (the tracker needs them in every frame)."""
+    ordered = np.sort(history, axis=1)  # NaN last
+    count = np.isfinite(history).sum(axis=1)
+    rows = np.arange(len(history))
+    lower = ordered[rows, np.maximum(count - 1, 0) // 2]
+    upper = ordered[rows, np.minimum(count // 2, history.shape[1] - 1)]
+    return np.where(count > 0, (lower + upper) / 2, np.nan)
 
 
 def _falls_into(detections: Detections | StreamedDetections, row: int, base: int,
@@ -624,14 +635,12 @@ def _falls_into(detections: Detections | StreamedDetections, row: int, base: int
     return out
 
 
-def _whole_animal(area: float, history: np.ndarray, offset: np.ndarray,
+def _whole_animal(area: float, typical: float, offset: np.ndarray,
                   offset_tolerance: float = PART_OFFSET_TOLERANCE) -> bool:
     """Does a split part of this ``area``, ``offset`` (px) from the prediction, look like the
-    whole animal of these recent areas?"""
-    known = history[np.isfinite(history)]
-    if not len(known) or not np.isfinite(offset).all():
+    whole animal whose recent median area is ``typical`` (NaN: unknown)?"""
+    if not np.isfinite(typical) or not np.isfinite(offset).all():
         return False
-    typical = float(np.median(known))
     return (typical / PART_AREA_TOLERANCE <= area <= typical * PART_AREA_TOLERANCE
             and float(np.hypot(*offset)) <= offset_tolerance * np.sqrt(typical))
 
