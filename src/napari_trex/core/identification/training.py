@@ -120,7 +120,7 @@ def batch_size(n_identities: int) -> int:
 class TrainingConfig:
     n_identities: int
     size: tuple[int, int]
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-4  # Settings.gpu_learning_rate
     max_epochs: int = 150
     accepted_uniqueness: float = 0.9
     min_iterations: int = 100  # TRex's gpu_min_iterations: fewest optimiser steps per epoch
