@@ -330,3 +330,18 @@ def test_animals_whose_blobs_merge_without_touching_count_as_an_event():
              "x": np.tile([40.0, 59.0, 100.0], 2), "y": np.tile([64.0, 64.0, 30.0], 2)}
     merged = merged_in_detection(detections, truth, 2, 3)
     assert merged.tolist() == [[True, True, False], [False, False, False]]
+
+
+def test_each_slots_typical_size_is_the_median_of_its_known_areas():
+    from napari_trex.core.tracking import _median_areas
+
+    rng = np.random.default_rng(3)
+    history = rng.uniform(100, 400, (6, 10))
+    for slot, known in enumerate([10, 7, 4, 1, 0, 2]):  # a slot's history fills from the right
+        history[slot, : 10 - known] = np.nan
+    got = _median_areas(history)
+    for slot in range(6):
+        values = history[slot][np.isfinite(history[slot])]
+        if len(values):
+            assert got[slot] == np.median(values)
+    assert np.isnan(got[4])
