@@ -25,6 +25,12 @@ class TrackletScore:
     median_length: float
 
 
+def _by_frame(frame: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by frame: frame f's rows are ``order[offsets[f]:offsets[f + 1]]``."""
+    order = np.argsort(frame, kind="stable")
+    return order, np.searchsorted(frame[order], np.arange(n_frames + 1))
+
+
 def truth_per_detection(x: np.ndarray, y: np.ndarray, frame: np.ndarray, truth: dict[str, np.ndarray],
                         max_distance: float, rows: np.ndarray | None = None) -> np.ndarray:
     """Ground-truth identity of each detection row (-1 when none is close enough); only
@@ -36,10 +42,8 @@ def truth_per_detection(x: np.ndarray, y: np.ndarray, frame: np.ndarray, truth: 
         out[rows] = sub
         return out
     n_frames = int(max(frame.max(initial=-1), truth["frame"].max(initial=-1))) + 1
-    t_order = np.argsort(truth["frame"], kind="stable")
-    t_off = np.searchsorted(truth["frame"][t_order], np.arange(n_frames + 1))
-    d_order = np.argsort(frame, kind="stable")
-    d_off = np.searchsorted(frame[d_order], np.arange(n_frames + 1))
+    t_order, t_off = _by_frame(truth["frame"], n_frames)
+    d_order, d_off = _by_frame(frame, n_frames)
     for f in range(n_frames):
         rows = d_order[d_off[f]: d_off[f + 1]]
         truths = t_order[t_off[f]: t_off[f + 1]]
@@ -169,10 +173,8 @@ def merged_in_detection(detections, truth: dict[str, np.ndarray], n_frames: int,
     detector found it, before any split) together with another animal's centre: the blob's
     pixels where they were kept (blobs that may hold several animals), else its bounding box."""
     out = np.zeros((n_frames, n_animals), bool)
-    frames, ids = truth["frame"].astype(np.int64), truth["identity"].astype(np.int64)
-    gx, gy = truth["x"], truth["y"]
-    order = np.argsort(frames, kind="stable")
-    offsets = np.searchsorted(frames[order], np.arange(n_frames + 1))
+    ids, gx, gy = truth["identity"].astype(np.int64), truth["x"], truth["y"]
+    order, offsets = _by_frame(truth["frame"], n_frames)
     for f in range(min(n_frames, detections.n_frames)):
         here = order[offsets[f]: offsets[f + 1]]
         if len(here) < 2:
