@@ -12,6 +12,7 @@ from napari_trex.core.datasets import generate
 from napari_trex.core.errors import Cancelled, NapariTrexError
 from napari_trex.core.evaluation import identity_accuracy, truth_per_detection
 from napari_trex.core.identification.assignment import assign_identities
+from napari_trex.core.identification import network
 from napari_trex.core.identification.network import (IdentityNetwork, choose_device, describe_device,
                                                       load_weights, predict, save_weights)
 from napari_trex.core.identification.pipeline import identify
@@ -128,6 +129,36 @@ def test_device_is_chosen_and_described():
     device = choose_device("automatic")
     assert device.type in ("cpu", "cuda", "mps")
     assert describe_device(torch.device("cpu")).startswith("cpu (")
+
+
+def test_bfloat16_only_where_the_cpu_has_it_natively_and_never_when_refused(monkeypatch):
+    """bfloat16 halves a training step on CPUs that compute it natively, and would be emulated
+    (slower) on the others; GPUs and a user who sets NAPARI_TREX_FLOAT32 keep float32."""
+    cpu = torch.device("cpu")
+    monkeypatch.delenv(network.FLOAT32_ENV, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert not network.native_bfloat16(cpu)
+    assert describe_device(cpu) == f"cpu ({torch.get_num_threads()} threads)"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert network.native_bfloat16(cpu)
+    assert describe_device(cpu).endswith(", bfloat16)")
+    assert not network.native_bfloat16(torch.device("meta"))  # any device other than the CPU
+    monkeypatch.setenv(network.FLOAT32_ENV, "1")
+    assert not network.native_bfloat16(cpu)
+
+
+def test_predictions_in_bfloat16_are_float32_probabilities_close_to_float32s(monkeypatch):
+    with network.seeded(0):
+        model = network.place(IdentityNetwork(4, (32, 32)), torch.device("cpu"))
+    images = np.random.default_rng(0).integers(0, 255, (64, 32, 32), dtype=np.uint8)
+    monkeypatch.setattr(network, "native_bfloat16", lambda device: False)
+    exact = predict(model, images, torch.device("cpu"))
+    monkeypatch.setattr(network, "native_bfloat16", lambda device: True)
+    fast = predict(model, images, torch.device("cpu"))
+    assert fast.dtype == np.float32 and np.allclose(fast.sum(axis=1), 1, atol=1e-5)
+    assert np.abs(fast - exact).max() < 0.02
+    assert not np.array_equal(fast, exact)  # it did compute in bfloat16
 
 
 def test_weights_save_and_load_give_the_same_predictions(tmp_path):

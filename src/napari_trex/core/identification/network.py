@@ -6,7 +6,8 @@ per-position dense layer of 100, flatten and a linear layer to N identities. Inp
 8-bit crop scaled to x/127.5 − 1. 'same' padding (as TRex v2) keeps any crop size valid.
 
 The device is chosen at run time — CUDA, then Apple MPS, then the CPU — and described in
-plain words for the terminal and the GUI.
+plain words for the terminal and the GUI. On a CPU that computes bfloat16 natively the forward
+passes run in it (:func:`fast_math`): training takes ~0.6x the time at the same accuracy.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ def choose_device(preference: str = "automatic") -> torch.device:
 
 
 def describe_device(device: torch.device) -> str:
-    """``"cuda: NVIDIA H100"``, ``"mps (Apple GPU)"`` or ``"cpu (2 threads)"``."""
+    """``"cuda: NVIDIA H100"``, ``"mps (Apple GPU)"`` or ``"cpu (2 threads, bfloat16)"``."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "mps (Apple GPU)"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu ({_cpu_in_words(device)})"
 
 
 def device_in_words(device: torch.device) -> str:
@@ -57,7 +58,12 @@ def device_in_words(device: torch.device) -> str:
         return f"GPU: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU only ({torch.get_num_threads()} threads) — training will be slower"
+    return f"CPU only ({_cpu_in_words(device)}) — training will be slower"
+
+
+def _cpu_in_words(device: torch.device) -> str:
+    """``"2 threads"``, with ``", bfloat16"`` where the network computes in it."""
+    return f"{torch.get_num_threads()} threads{', bfloat16' if native_bfloat16(device) else ''}"
 
 
 CPU_SHARE_ENV = "NAPARI_TREX_CPU_SHARE"  # set by a batch: how many runs share this machine
@@ -84,6 +90,31 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether this device computes bfloat16 natively: a CPU with AVX-512 BF16 or AMX. There a
+    training step under bfloat16 autocast takes ~0.57x the time of float32 (measured on 2 cores
+    of a Xeon with AVX-512 BF16: 54 vs 95 ms for 64 images of 88x28 px); a CPU without it would
+    emulate bfloat16 and be slower, so it keeps float32. GPUs keep float32: this small network
+    is not limited by their arithmetic."""
+    if device.type != "cpu" or os.environ.get(FLOAT32_ENV):
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+FLOAT32_ENV = "NAPARI_TREX_FLOAT32"  # set (to anything) to keep float32 on every device
+
+
+def fast_math(device: torch.device) -> contextlib.AbstractContextManager:
+    """Forward passes (training and prediction) under bfloat16 autocast where the device has it
+    natively (:func:`native_bfloat16`); weights, gradients and the optimiser stay float32, so
+    training is as stable as before (the identification benchmarks agree within run-to-run
+    noise)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if native_bfloat16(device) \
+        else contextlib.nullcontext()
 
 
 class IdentityNetwork(nn.Module):
@@ -137,9 +168,9 @@ def outputs(model: IdentityNetwork, images: np.ndarray, device: torch.device,
     """``then(model(crops))`` for uint8 crops (M, H, W), in batches under inference mode."""
     model.eval()
     out = np.empty((len(images), model.n_identities), np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), fast_math(device):
         for k in range(0, len(images), batch):
-            out[k: k + batch] = then(model(to_tensor(images[k: k + batch], device))).cpu().numpy()
+            out[k: k + batch] = then(model(to_tensor(images[k: k + batch], device)).float()).cpu().numpy()
     return out
 
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import Cancelled
-from .network import IdentityNetwork, outputs, place, seeded, to_tensor
+from .network import IdentityNetwork, fast_math, outputs, place, seeded, to_tensor
 from .samples import images_within
 from .training import _shift
 
@@ -182,7 +182,8 @@ def train_embedding_events(images: np.ndarray, owner: np.ndarray, negatives: np.
                     raise Cancelled("training cancelled")
                 ia, ib = _draw_pairs(owners, negatives, PAIRS_PER_STEP, rng)
                 x = to_tensor(images[np.concatenate([ia, ib])], device)
-                z = F.normalize(model(_shift(x, shift, generator)), dim=1)
+                with fast_math(device):
+                    z = F.normalize(model(_shift(x, shift, generator)).float(), dim=1)
                 d2 = ((z[: len(ia)] - z[len(ia):]) ** 2).sum(dim=1)
                 d = torch.sqrt(d2 + 1e-9)
                 loss = (target * d2 + (1 - target) * F.relu(MARGIN - d) ** 2).mean()

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ..errors import Cancelled
-from .network import IdentityNetwork, predict, seeded, to_tensor
+from .network import IdentityNetwork, fast_math, predict, seeded, to_tensor
 
 EPOCH_UNIQUENESS_FRAMES = 100
 ACCEPT_SHARE_OF_BEST = 0.98  # new segments are kept if the uniqueness stays >= this x the best
@@ -200,7 +200,8 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                     raise Cancelled("training cancelled")
                 idx = idx.to(device)
                 optimizer.zero_grad()
-                loss = loss_fn(model(_shift(x_train[idx], shift, generator)), y_train[idx])
+                with fast_math(device):
+                    loss = loss_fn(model(_shift(x_train[idx], shift, generator)), y_train[idx])
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(idx)
