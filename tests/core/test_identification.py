@@ -774,6 +774,16 @@ def test_a_unit_ends_when_more_epochs_gain_little_and_goes_on_while_they_do(monk
                                (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"),
                                previous_best=0.9)
     assert unit.epochs == 5 and unit.stopped_because.startswith("below 0.98 x the best")
+    # the final step is kept only if it beats the best: five epochs that do not end it; five
+    # that do let it go on
+    for curve, epochs in (([0.89] * 50, 5), ([0.89] * 4 + [0.91] * 50, 10)):
+        values = iter(curve)
+        monkeypatch.setattr(training, "uniqueness", lambda *a, **k: next(values))
+        unit = training.train_unit(IdentityNetwork(2, (16, 16)), images, labels, unseen, labels,
+                                   (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"),
+                                   previous_best=0.9, final=True)
+        assert unit.epochs == epochs
+        assert unit.stopped_because.startswith("below 1 x the best" if epochs == 5 else "uniqueness gained")
 
 
 def _without_global_segments(run):

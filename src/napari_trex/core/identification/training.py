@@ -32,7 +32,9 @@ more epochs, is what raises the uniqueness then. The best state is kept either w
 that adds segments also ends when, after :data:`GAIN_WINDOW` epochs, its best uniqueness is
 still below the acceptance line (:data:`ACCEPT_SHARE_OF_BEST` x the best before it): TRex
 waits for it to fall below the square of the best, which on 8 fish meant 5-10 more epochs of
-a unit that was then rejected.
+a unit that was then rejected. The final step, which is kept only if it beats the best, ends
+likewise when it has not beaten it after :data:`GAIN_WINDOW` epochs (zebrafish test_A: 10
+epochs, ~70 s, for a final step that was then discarded).
 """
 
 from __future__ import annotations
@@ -235,11 +237,12 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
             if previous_best > 0 and epoch >= 5 and best_u < previous_best ** 2:
                 reason = "no better than before"
                 break
-            if previous_best > 0 and not final and epoch >= GAIN_WINDOW and \
-                    best_u < ACCEPT_SHARE_OF_BEST * previous_best:
-                # the new segments pull it down (forgetting, or a wrong label): it would be
-                # rejected; on a CPU every further epoch costs ~10 s for nothing
-                reason = f"below {ACCEPT_SHARE_OF_BEST:g} x the best after {GAIN_WINDOW} epochs"
+            keep_share = 1.0 if final else ACCEPT_SHARE_OF_BEST  # the share of the best a result needs
+            if previous_best > 0 and epoch >= GAIN_WINDOW and best_u < keep_share * previous_best:
+                # new segments that pull it down (forgetting, or a wrong label), or a final step
+                # that has not beaten the best: the result would be discarded; on a CPU every
+                # further epoch costs 6-10 s for nothing
+                reason = f"below {keep_share:g} x the best after {GAIN_WINDOW} epochs"
                 break
             if _little_gained([h["uniqueness"] for h in history]):
                 reason = f"uniqueness gained < {GAIN_SHARE:.0%} of what was left in {GAIN_WINDOW} epochs"
