@@ -144,6 +144,8 @@ def test_bfloat16_only_where_the_cpu_has_it_natively_and_never_when_refused(monk
     assert network.native_bfloat16(cpu)
     assert describe_device(cpu).endswith(", bfloat16)")
     assert not network.native_bfloat16(torch.device("meta"))  # any device other than the CPU
+    monkeypatch.setenv(network.FLOAT32_ENV, "0")  # "0" means: not refused
+    assert network.native_bfloat16(cpu)
     monkeypatch.setenv(network.FLOAT32_ENV, "1")
     assert not network.native_bfloat16(cpu)
 
