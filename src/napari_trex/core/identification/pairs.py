@@ -171,6 +171,7 @@ def train_embedding_events(images: np.ndarray, owner: np.ndarray, negatives: np.
         probe = (a, b, np.arange(len(a)) < PROBE_PAIRS)
         shift = max(0, min(2, int(0.05 * min(size))))
         target = torch.cat([torch.ones(PAIRS_PER_STEP), torch.zeros(PAIRS_PER_STEP)]).to(device)
+        precision = fast_math(device)  # decided once, entered at every step
         history: list[float] = []
         best, best_state = -1.0, None
         step = 0
@@ -182,7 +183,7 @@ def train_embedding_events(images: np.ndarray, owner: np.ndarray, negatives: np.
                     raise Cancelled("training cancelled")
                 ia, ib = _draw_pairs(owners, negatives, PAIRS_PER_STEP, rng)
                 x = to_tensor(images[np.concatenate([ia, ib])], device)
-                with fast_math(device):
+                with precision:
                     z = F.normalize(model(_shift(x, shift, generator)).float(), dim=1)
                 d2 = ((z[: len(ia)] - z[len(ia):]) ** 2).sum(dim=1)
                 d = torch.sqrt(d2 + 1e-9)

@@ -189,6 +189,7 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
         shift = max(0, min(2, int(0.05 * min(config.size))))
         epochs_cap = max_epochs if max_epochs is not None else config.max_epochs
         best_u, best_state = -1.0, copy.deepcopy(model.state_dict())
+        precision = fast_math(device)  # decided once per unit, entered at every step
         history: list[dict[str, float]] = []
         reason = "max epochs"
         epoch = 0
@@ -202,7 +203,7 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                     raise Cancelled("training cancelled")
                 idx = idx.to(device)
                 optimizer.zero_grad()
-                with fast_math(device):
+                with precision:
                     loss = loss_fn(model(_shift(x_train[idx], shift, generator)), y_train[idx])
                 loss.backward()
                 optimizer.step()
