@@ -138,10 +138,24 @@ def test_merged_blob_splits_into_whole_animals_by_raising_the_threshold():
     assert parts["area"].sum() == (_two_touching_animals() > 0).sum()  # grown back, nothing lost
 
 
-def test_watershed_split_from_predicted_positions():
+def test_split_from_predicted_positions():
     parts = split_blob_fill(_two_touching_animals(), 0, 0, np.array([[21.0, 20.0], [39.0, 21.0]]))
     assert parts is not None
     assert parts["x"][0] < 30 < parts["x"][1]
+
+
+def test_a_prediction_off_its_animals_middle_still_gets_the_whole_animal():
+    # two animals 14 px apart (one convex blob), the predictions 5 px and 10 px off their
+    # middles: a watershed from them gave the second a speck of 11 px and the first 658 px
+    yy, xx = np.mgrid[0:40, 0:60].astype(float)
+    crop = np.zeros((40, 60))
+    for cx in (22.0, 36.0):
+        crop = np.maximum(crop, np.clip(1 - np.hypot((xx - cx) / 9, (yy - 20) / 16), 0, 1) * 120)
+    crop = np.where(crop > 15, crop, 0).astype(np.uint8)
+    parts = split_blob_fill(crop, 100, 200, np.array([[227.0, 120.0], [238.0, 130.0]]))
+    assert parts is not None
+    assert np.allclose(parts["x"], [222, 236], atol=1.5) and np.allclose(parts["y"], 120, atol=1.5)
+    assert parts["area"].min() > 0.45 * (crop > 0).sum()
 
 
 # -- polarity, automatic parameters, callbacks

@@ -611,29 +611,36 @@ def split_blob(crop: np.ndarray, top: int, left: int, k: int, threshold: int,
     return None
 
 
-def split_blob_fill(crop: np.ndarray, top: int, left: int, seeds: np.ndarray
-                    ) -> dict[str, np.ndarray] | None:
-    """Split a blob into one part per seed (x, y in frame coordinates) by a watershed on the
-    distance to the blob's edge, seeded at the predicted positions (TRex's ``fill``)."""
-    from skimage.segmentation import watershed
+def split_blob_fill(crop: np.ndarray, top: int, left: int, seeds: np.ndarray,
+                    min_ratio: float = 0.3) -> dict[str, np.ndarray] | None:
+    """Split a blob into one part per seed (x, y in frame coordinates: the animals' predicted
+    positions) where raising the threshold found no cores (TRex's ``fill``); None when the
+    parts would be lopsided (smallest < ``min_ratio`` x largest: the seeds do not describe it).
+
+    Each pixel goes to the nearest part centre, the centres start at the seeds and move to the
+    middle of their pixels (k-means, scipy's ``kmeans2``), so each animal gets its share of the
+    blob wherever its prediction fell in it. Not a watershed from the seeds on the distance to
+    the blob's edge, as before: a seed off its animal's middle (a prediction lags, an animal
+    turns) lies on the slope of its neighbour's basin, and the neighbour's flood took all but a
+    few pixels of it (realistic 8 x 3000 seed 1: 165 of 288 such splits had a part under the
+    smallest animal size; slots then followed specks of 1-30 px through the contact).
+    """
+    from scipy.cluster.vq import ClusterError, kmeans2
 
     mask = crop > 0
     if not mask.any() or len(seeds) < 2:
         return None
-    markers = np.zeros(crop.shape, np.int32)
-    inside = np.argwhere(mask)
-    for k, (x, y) in enumerate(seeds, start=1):
-        yy, xx = int(round(y)) - top, int(round(x)) - left
-        if not (0 <= yy < crop.shape[0] and 0 <= xx < crop.shape[1] and mask[yy, xx]):
-            nearest = inside[np.argmin(((inside - [yy, xx]) ** 2).sum(axis=1))]
-            yy, xx = int(nearest[0]), int(nearest[1])
-        if markers[yy, xx]:  # two predictions on one pixel: cannot tell them apart
-            return None
-        markers[yy, xx] = k
-    distance = ndimage.distance_transform_edt(mask)
-    labels = watershed(-distance, markers, mask=mask)
+    ys, xs = np.nonzero(mask)
+    pixels = np.column_stack([xs + left, ys + top]).astype(float)
+    try:
+        _, nearest = kmeans2(pixels, np.asarray(seeds, float), iter=10, minit="matrix",
+                             missing="raise")
+    except ClusterError:  # a seed nearest to no pixel: the seeds do not describe the blob
+        return None
+    labels = np.zeros(crop.shape, np.int32)
+    labels[ys, xs] = nearest + 1
     props = region_properties(labels, len(seeds), crop, top, left)
-    if (props["area"] < 1).any():
+    if props["area"].min() < min_ratio * props["area"].max():
         return None
     props["split"] = np.ones(len(seeds), bool)
     return props

@@ -115,8 +115,8 @@ class Settings(BaseModel):
                                                 "grey levels", "tracking")
     blob_split_algorithm: Literal["threshold", "fill", "none"] = _p(
         "threshold", "How merged animals are split: raise the threshold (then, where that fails, "
-        "watershed from the predicted positions), only the watershed (fill), or not at all", "",
-        "tracking")
+        "split from the predicted positions), only from the predicted positions (fill), or not "
+        "at all", "", "tracking")
     blob_split_global_shrink_limit: float = _p(0.2, "Smallest share of a blob that splitting may "
                                                "keep in total", "fraction", "tracking", gt=0, le=1)
 

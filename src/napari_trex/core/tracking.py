@@ -22,13 +22,14 @@ Where napari-trex differs, and why:
   animals when the predictions of two or more slots fall into it and it is larger than the
   smaller of them (:data:`ONE_ANIMAL_GROWTH`) while no animal-sized blob is left that nobody
   expects (then one of the slots followed the wrong animal), or when it is larger than any
-  single animal of this population and another slot could be inside, or when it is larger than any single animal of this
-  population (``merged_area``, from the single animals of the sampled frames, see
-  :func:`~napari_trex.core.pipeline.estimate_parameters`; the top of ``blob_size_ranges`` only
-  where that is unknown). Such a blob is split (raising the threshold, then
-  a watershed seeded at the predictions); if that fails nobody gets it and the tracklets of
-  the animals inside end (``MergedWithAnother``). A fly spreading its wings, a leg touching the
-  threshold, a fish bending: none of these ends a tracklet.
+  single animal of this population and another slot could be inside, or when it is larger
+  than any single animal of this population (``merged_area``, from the single animals of the
+  sampled frames, see :func:`~napari_trex.core.pipeline.estimate_parameters`; the top of
+  ``blob_size_ranges`` only where that is unknown). Such a blob is split (raising the
+  threshold, then, from the predicted positions, each pixel to the nearest animal: see
+  :func:`~napari_trex.core.detection.split_blob_fill`); if that fails nobody gets it and the
+  tracklets of the animals inside end (``MergedWithAnother``). A fly spreading its wings, a
+  leg touching the threshold, a fish bending: none of these ends a tracklet.
 * **Tracklets go on through a clean split.** A part of a split blob continues a tracklet only
   when it matched unambiguously (see below) and looks like the whole animal the slot had: its
   area within :data:`PART_AREA_TOLERANCE` of the animal's recent median area (from frames where
@@ -135,7 +136,7 @@ class TrackingParams:
     segment_max_length: float = 0.0
     size_ranges_px: tuple[tuple[float, float], ...] = ((0.0, np.inf),)
     split: bool = True
-    split_fill: bool = True  # where raising the threshold fails, watershed from the predictions
+    split_fill: bool = True  # where raising the threshold fails, split from the predictions
     split_threshold: int = 15
     split_global_shrink: float = 0.2
     reference_area: float = 0.0  # typical area of one animal (px); 0 = unknown
@@ -591,7 +592,7 @@ def _split(detections: Detections | StreamedDetections, row: int, base: int, k: 
            params: TrackingParams,
            seeds: np.ndarray | None) -> dict[str, np.ndarray] | None:
     """Split the blob in detection ``row`` into ``k`` animals: raise the threshold, or (with the
-    predicted positions as ``seeds``) a watershed from them; None if it cannot be done."""
+    predicted positions as ``seeds``) from them; None if it cannot be done."""
     if row >= base or row not in detections.pixels:
         return None
     top, left, crop = detections.pixels[row]
