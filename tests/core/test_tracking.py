@@ -317,6 +317,26 @@ def test_one_doubtful_frame_in_a_contact_does_not_cut_the_rest_of_it_into_one_fr
     assert (x[:, 0] < x[:, 1]).all()  # and nobody swapped
 
 
+def test_an_animal_still_swollen_after_a_contact_keeps_one_tracklet_once_the_other_is_gone():
+    # A and B touch (one blob, split) for frames 14..30; then B is out of sight and A, swollen
+    # (posture: 1.4x its area), walks away. B's slot, lost, could still reach A's blob but does
+    # not predict B on it: no evidence that B hides in it, so A's blob is A alone and its
+    # tracklet goes on (a lost animal within reach made every frame a one-frame tracklet)
+    path = []
+    for t in range(60):
+        gap = max(0.0, abs(22 - t) - 8) * 1.5
+        ax = 64 - 4.5 - gap if t <= 30 else 64 - 4.5 - (t - 30)
+        path.append([(ax, 64.0, 6.0 if 31 <= t < 45 else 5.0)]
+                    + ([(64 + 4.5 + gap, 64.0, 5.0)] if t <= 30 else []))
+    settings = _constructed_settings(2).updated(track_max_speed=300.0)
+    run = track_video(ArrayVideo(disk_frames(path), fps=25), settings)
+    assert run.result.detections["split"][run.result.assignment[20]].all()  # a real contact
+    slot = int(np.argmin(run.result.detections["x"][run.result.assignment[5]]))
+    ends = _ends(run, slot)
+    assert (32, 59, "EndOfVideo") in ends, ends
+    assert not [e for e in ends if e[0] > 30 and e[0] == e[1]], ends
+
+
 def test_a_part_next_to_where_a_missing_animal_was_last_seen_is_not_trusted():
     from napari_trex.core.tracking import LOST_NEARBY, _lost_near
 

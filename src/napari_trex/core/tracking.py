@@ -96,7 +96,9 @@ PART_OFFSET_TOLERANCE = 0.3
 MAX_OVERLAP = 0.2
 #: After a contact, a whole blob much larger than the animal (ONE_ANIMAL_GROWTH) is still the
 #: contact for the next frame, and for up to this long (s) while a slot that found nothing or
-#: holds a doubtful part is within reach of it; after that it is the animal, grown.
+#: holds a doubtful part predicts its animal on that blob; after that it is the animal, grown.
+#: (Within reach of it was not evidence enough: two animals that have parted each cut the other
+#: into one-frame tracklets for this long.)
 CONTACT_SETTLE = 0.2
 #: Two predictions in one blob that is no larger than this factor of the smaller claimant's
 #: recent area cannot be split into whole animals: they lie right over each other, or two slots
@@ -456,11 +458,9 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
             for slot, col in _reattach(blobs.pos[leftover], last_pos[lost_slots], lost_for[lost_slots]):
                 slot, col = int(lost_slots[slot]), int(leftover[col])
                 chosen[slot], taken_slots[slot], taken_blobs[col] = col, True, True
-        # -- blobs within reach of a slot that found nothing or holds a doubtful part: the contact
-        # is still going on around them
-        unsure = [i for i, slot in enumerate(slots) if chosen[slot] < 0 or doubtful[slot]]
-        near_unsure = (kin[unsure] >= params.matching_threshold) if unsure and kin.shape[1] \
-            else np.zeros((0, len(blobs.row)), bool)
+        # -- slots that found nothing or hold a doubtful part: where they predict their animal,
+        # the contact may still go on
+        unsure = [int(slot) for slot in slots if chosen[slot] < 0 or doubtful[slot]]
         # -- update slots and tracklets ---------------------------------------------------------------
         split_here = set(params.manual_splits.get(t, ()))
         lost_now = seen & (chosen < 0)  # animals not found this frame (however long ago last seen)
@@ -490,7 +490,9 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                                    or _part_nearby(blobs, col, base, typical))
             doubtful_now = bool(blobs.shared[col]) or not trusted or (
                 t - last_contact[slot] <= settle and blobs.area[col] > ONE_ANIMAL_GROWTH * typical
-                and (t - last_contact[slot] <= 1 or _others_near(near_unsure, unsure, slots, slot, col)))
+                and (t - last_contact[slot] <= 1 or _falls_into(
+                    detections, int(blobs.row[col]), base,
+                    predicted[[s for s in unsure if s != slot]]).any()))
             reason = 0
             if current[slot] >= 0:
                 if last_frame[slot] != t - 1:
@@ -602,11 +604,6 @@ def _split(detections: Detections | StreamedDetections, row: int, base: int, k: 
     if parts is None and params.split_fill and seeds is not None:
         parts = split_blob_fill(crop, top, left, seeds)
     return parts
-
-
-def _others_near(near: np.ndarray, rows: list[int], slots: np.ndarray, slot: int, col: int) -> bool:
-    """Is another of the slots ``slots[rows]`` within reach of blob column ``col``?"""
-    return any(near[k, col] and int(slots[i]) != slot for k, i in enumerate(rows))
 
 
 def _median_areas(history: np.ndarray) -> np.ndarray:
