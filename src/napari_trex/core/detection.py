@@ -560,8 +560,16 @@ def detect_frame(frame: np.ndarray, background: np.ndarray, params: DetectionPar
     return table, pixels
 
 
+MIN_PART_RATIO = 0.3  # the parts of a split: smallest / largest area at least this
+
+
+def _lopsided(areas: np.ndarray, min_ratio: float) -> bool:
+    """Is the smallest part below ``min_ratio`` x the largest (specks, not animals)?"""
+    return bool(areas.min() < min_ratio * areas.max())
+
+
 def split_blob(crop: np.ndarray, top: int, left: int, k: int, threshold: int,
-               global_shrink_limit: float = 0.2, min_ratio: float = 0.3) -> dict[str, np.ndarray] | None:
+               global_shrink_limit: float = 0.2, min_ratio: float = MIN_PART_RATIO) -> dict[str, np.ndarray] | None:
     """Split a blob into ``k`` animals by raising the threshold (TRex's ``threshold`` algorithm).
 
     Raise the threshold on the blob's difference pixels by 1 until at least ``k`` cores
@@ -604,7 +612,7 @@ def split_blob(crop: np.ndarray, top: int, left: int, k: int, threshold: int,
         _, (iy, ix) = ndimage.distance_transform_edt(cores == 0, return_indices=True)
         grown = np.where(blob, cores[iy, ix], 0)
         parts = region_properties(grown, k, crop, top, left)
-        if parts["area"].min() < min_ratio * parts["area"].max():
+        if _lopsided(parts["area"], min_ratio):
             return None  # the cores were specks, not animals: the parts would be lopsided
         parts["split"] = np.ones(k, bool)
         return parts
@@ -612,7 +620,7 @@ def split_blob(crop: np.ndarray, top: int, left: int, k: int, threshold: int,
 
 
 def split_blob_fill(crop: np.ndarray, top: int, left: int, seeds: np.ndarray,
-                    min_ratio: float = 0.3) -> dict[str, np.ndarray] | None:
+                    min_ratio: float = MIN_PART_RATIO) -> dict[str, np.ndarray] | None:
     """Split a blob into one part per seed (x, y in frame coordinates: the animals' predicted
     positions) where raising the threshold found no cores (TRex's ``fill``); None when the
     parts would be lopsided (smallest < ``min_ratio`` x largest: the seeds do not describe it).
@@ -640,7 +648,7 @@ def split_blob_fill(crop: np.ndarray, top: int, left: int, seeds: np.ndarray,
     labels = np.zeros(crop.shape, np.int32)
     labels[ys, xs] = nearest + 1
     props = region_properties(labels, len(seeds), crop, top, left)
-    if props["area"].min() < min_ratio * props["area"].max():
+    if _lopsided(props["area"], min_ratio):
         return None
     props["split"] = np.ones(len(seeds), bool)
     return props

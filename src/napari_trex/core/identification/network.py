@@ -92,20 +92,21 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
         yield
 
 
+FLOAT32_ENV = "NAPARI_TREX_FLOAT32"  # 1 (anything but 0 / false / no): float32 on every device
+
+
 def native_bfloat16(device: torch.device) -> bool:
     """Whether this device computes bfloat16 natively: a CPU with AVX-512 BF16 or AMX. There a
     training step under bfloat16 autocast takes ~0.57x the time of float32 (measured on 2 cores
     of a Xeon with AVX-512 BF16: 54 vs 95 ms for 64 images of 88x28 px); a CPU without it would
     emulate bfloat16 and be slower, so it keeps float32. GPUs keep float32: this small network
     is not limited by their arithmetic."""
-    if device.type != "cpu" or os.environ.get(FLOAT32_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+    refused = os.environ.get(FLOAT32_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    if device.type != "cpu" or refused:
         return False
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-
-
-FLOAT32_ENV = "NAPARI_TREX_FLOAT32"  # 1 (anything but 0 / false / no): float32 on every device
 
 
 def fast_math(device: torch.device) -> contextlib.AbstractContextManager:
