@@ -277,6 +277,19 @@ def test_more_animals_than_track_max_individuals_are_reported():
     assert any("track_max_individuals = 2" in w and "more animals" in w for w in run.auto.warnings)
 
 
+def test_animals_larger_than_blob_size_ranges_are_reported_as_such_not_as_extra_animals():
+    # a user sets cm_per_pixel = 1 and keeps the default blob_size_ranges [0.1, 3] cm²: the
+    # animals (~80 px) fall outside, while specks of sensor noise fit the range and outnumber them
+    path = [[(20 + t, 30.0), (100 - t, 64.0)] for t in range(40)]
+    video = _disk_video(path)
+    rng = np.random.default_rng(0)
+    for frame in video.array:
+        frame[rng.integers(0, 128, 6), rng.integers(0, 128, 6)] = 200
+    run = track_video(video, _constructed_settings(2).updated(blob_size_ranges=[[0.1, 3.0]]))
+    assert any("larger than blob_size_ranges" in w and "cm_per_pixel" in w for w in run.auto.warnings)
+    assert not any("more animals" in w for w in run.auto.warnings)
+
+
 def test_a_resting_animal_is_tracked_all_along():
     # one animal rests for 80 % of the video (TRex's mode background would swallow it)
     path = [[(20.0, 20.0) if t < 80 else (20.0 + (t - 80), 20.0), (20 + abs(50 - t), 100.0)]
