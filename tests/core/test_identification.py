@@ -573,9 +573,16 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
 
     monkeypatch.setattr(pipeline, "cut_samples", counting)
     events = []
+    parts = set(zip(*pipeline._eligible(run, parts=True)))
     result = identify(run, video, settings.updated(recognition_image_size=[0, 0], gpu_max_epochs=10),
                       progress=events.append)
     assert len(asked) == len(set(asked))  # no animal-frame cut twice
+    # the clean parts of animals split at a contact are shown to the network too (a vote for
+    # the retrack), but one image never names a tracklet by itself
+    assert parts and parts <= {(int(f), int(s)) for f, s in asked}
+    part_tracklets = {int(run.result.tracklet_of[f, s]) for f, s in parts}
+    assert all(result.identities.n_samples[t] == 1 for t in part_tracklets)
+    assert not any(result.identities.source[t] == "network" for t in part_tracklets)
     crops = [e for e in events if e["stage"] == "crops"][0]
     assert "automatic" in crops["message"] and crops["image_size"][0] % 4 == 0
     from napari_trex.core.identification.network import save_weights
