@@ -80,13 +80,20 @@ def _eligible(run: TrackingRun, parts: bool = False) -> tuple[np.ndarray, np.nda
 class _Requests:
     """Builds crop requests (frame, slot, tracklet, x, y, heading, label) from the run."""
 
-    def __init__(self, run: TrackingRun, parts: bool = False) -> None:
+    def __init__(self, run: TrackingRun) -> None:
         from ..results import heading_angles
 
         self.run = run
         self.heading, self.decided = heading_angles(run.result, with_decided=True)
-        self.frames, self.slots = _eligible(run, parts)
+        self.frames, self.slots = _eligible(run)
         self.tracklet = run.result.tracklet_of[self.frames, self.slots]
+
+    def parts(self) -> _Requests:
+        """Requests for the clean one-frame parts at contacts instead (see :func:`_eligible`)."""
+        other = copy.copy(self)
+        other.frames, other.slots = _eligible(self.run, parts=True)
+        other.tracklet = self.run.result.tracklet_of[other.frames, other.slots]
+        return other
 
     def rows(self, index: np.ndarray, labels: np.ndarray | int = -1) -> list[tuple]:
         r = self.run.result
@@ -469,7 +476,7 @@ def identify_events(
     # the clean parts of animals split at contacts: one image each, too few for the network to
     # name them, but a vote in the retrack of the gaps between named tracklets (crowded 10 x
     # 3000: +1 point right; realistic 8 x 3000 seed 2: +0.27)
-    parts = _Requests(run, parts=True)
+    parts = requests.parts()
     for a in range(0, len(parts.frames), block_size):
         block = yield from progress_events(
             cut_samples, video, run.background,
