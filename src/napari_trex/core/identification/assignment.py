@@ -399,7 +399,7 @@ def _retrack_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarr
 
 HIDDEN_COST = 1.0  # per frame an identity has no piece, in body lengths of movement
 UNCLAIMED_COST = 1.0  # per frame a piece is left without identity
-APPEARANCE_FLOOR = 0.05
+APPEARANCE_FLOOR = 0.05  # a vote costs at most -log(this): a crop can be confidently wrong
 # per frame (about 3 free identities); a crowd is left to the chains: in a cluster of 6 fish
 # the plan put identities on each other's parts (zebrafish test_B: 97.09 % agreement with
 # idtracker.ai with this limit, 96.75 % with 400; the generated videos alike either way)
