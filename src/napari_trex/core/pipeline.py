@@ -86,18 +86,19 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
         n = settings.track_max_individuals
         share = float(np.mean(np.array(counts) >= n))
         largest = _animal_areas(areas_per_frame, n)
-        too_large = len(largest) > 0 and np.median(largest) > max(hi for _, hi in ranges_px)
+        typical_px = float(np.median(largest)) if len(largest) else 0.0
+        too_large = typical_px > max(hi for _, hi in ranges_px)
         if too_large:
             # noise specks then fill the range and the counts: the warnings below would
             # blame the number of animals (the flies at cm_per_pixel = 1 got "more animals")
             auto.warnings.append(
                 f"the {n} largest blobs of the sampled frames are typically "
-                f"{np.median(largest) * px_area:.4g} cm² ({np.median(largest):.0f} px at "
+                f"{typical_px * px_area:.4g} cm² ({typical_px:.0f} px at "
                 f"{settings.pixel_size_cm(width):.3g} cm per px), larger than blob_size_ranges "
                 f"{[list(r) for r in settings.blob_size_ranges]} cm² allows: the animals are not "
                 "tracked. Check cm_per_pixel, widen blob_size_ranges, or set auto_minmax_size = true")
         elif share < 0.5:
-            typical = f"{np.median(largest) * px_area:.3g} cm²" if len(largest) else "none found"
+            typical = f"{typical_px * px_area:.3g} cm²" if len(largest) else "none found"
             auto.warnings.append(
                 f"only {share:.0%} of the sampled frames show {n} animals within blob_size_ranges "
                 f"{[list(r) for r in settings.blob_size_ranges]} cm² (the {n} largest blobs are "

@@ -610,11 +610,7 @@ def _place_chains(chains: list[list[int]], result: TrackingResult, identity: np.
     t = result.tracklets
 
     for _ in range(4):
-        by_end, by_start = [], []
-        for i in range(n_identities):
-            pieces = np.flatnonzero(identity == i)
-            by_end.append((pieces[np.argsort(t.end[pieces])], np.sort(t.end[pieces])))
-            by_start.append((pieces[np.argsort(t.start[pieces])], np.sort(t.start[pieces])))
+        known = _Known(result, identity, n_identities)  # chains placed so far count
         candidates = []
         for c, chain in enumerate(chains):
             if identity[chain[0]] >= 0:
@@ -625,19 +621,10 @@ def _place_chains(chains: list[list[int]], result: TrackingResult, identity: np.
             seen = [k for k in chain if not np.isnan(vectors[k]).any()]
             appearance = np.mean([vectors[k] for k in seen], axis=0) if seen else None
             for i in np.flatnonzero(~taken[a: b + 1].any(axis=0)):
-                ids_end, ends = by_end[i]
-                ids_start, starts = by_start[i]
-                k = int(np.searchsorted(ends, a)) - 1  # last piece ending before a
-                m = int(np.searchsorted(starts, b, side="right"))  # first piece starting after b
-                if k < 0 and m >= len(starts):
+                # i is free throughout a..b: its last sighting before, its next after
+                before, after = known.before(i, a - 1), known.after(i, b + 1)
+                if before is None and after is None:
                     continue
-                before = after = None
-                if k >= 0:
-                    p = int(ids_end[k])
-                    before = (int(t.end[p]), _position(result, p, int(t.end[p])))
-                if m < len(starts):
-                    q = int(ids_start[m])
-                    after = (int(t.start[q]), _position(result, q, int(t.start[q])))
                 if before is not None and np.hypot(*(here_a - before[1])) > reach * (a - before[0]):
                     continue
                 if after is not None and np.hypot(*(after[1] - here_b)) > reach * (after[0] - b):
