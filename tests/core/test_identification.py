@@ -641,6 +641,28 @@ def test_a_gap_is_retracked_by_where_each_identity_is_expected():
     assert ids.identity[1] == 0 and ids.identity[4] == 1  # tracklet 1 now sits on slot 1's row
 
 
+def test_an_unsure_vote_does_not_name_a_tracklet_against_where_the_animals_are():
+    """Two animals swim side by side (y = 0 and y = 30); the tracker cut both at a contact into a
+    12-frame piece each. The network, seeing a neighbour in the crops, votes 0.64 for identity 0
+    on the piece at y = 30: too unsure to name it (tracklets voted below 0.7 were right in 82 %
+    of cases, from 0.7 in 99 %), so the retrack decides by where each identity is, and gives it
+    identity 1. A vote of 0.8 still names a piece on its own."""
+    result = _result([(0, 0, 49), (0, 50, 61), (0, 62, 99), (1, 0, 49), (1, 50, 61), (1, 62, 99)])
+    det, rows = result.detections, result.assignment
+    det["x"][rows[:, 0]] = det["x"][rows[:, 1]] = 100.0 + np.arange(100)
+    det["y"][rows[:, 1]] = 30.0
+    det["major"][:] = 10.0
+    vectors = {0: [.9, .1], 2: [.9, .1], 3: [.1, .9], 4: [.64, .36], 5: [.1, .9]}
+    groups = np.repeat(list(vectors), 12)
+    probs = np.repeat(np.array(list(vectors.values())), 12, axis=0)
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
+    assert ids.identity[4] == 1 and ids.source[4] == "inferred"
+    assert ids.identity[1] == 0
+    probs[groups == 4] = [.8, .2]  # sure: the network's word, even against the positions
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
+    assert ids.identity[4] == 0 and ids.source[4] == "network"
+
+
 def _wandering_side_by_side(seed: int, n: int):
     """n animals wander close together (random walks, 25 px apart at the start, body 10 px),
     identified by the network before frame 50 and after frame 69; in between the tracker
@@ -739,6 +761,29 @@ def test_an_animal_hidden_in_a_blob_of_several_gets_its_place_and_a_lost_one_doe
     # too far to have gone in the time: no interpolation either
     det["x"][rows[:, 1]] = 25.0
     assert len(hidden_positions(result, ids, 2, fps=25, max_speed_px=10.0)["frame"]) == 0
+
+
+def test_an_animal_hidden_in_a_blob_as_the_recording_starts_or_ends_gets_its_place():
+    """Identity 0 lies in its neighbour's blob for the first 5 frames and again for the last 5:
+    no sighting on that side to interpolate from, so the blob is followed from where the animal
+    is first / last seen (for up to a second, while one lies within a body length)."""
+    from napari_trex.core.identification.assignment import hidden_positions
+
+    result = _result([(0, 5, 24), (1, 0, 29)])
+    det, rows = result.detections, result.assignment
+    det["major"][:] = det["minor"][:] = 20.0
+    det["x"][rows[5:25, 0]] = 10.0  # seen at (10, 0) in frames 5-24
+    det["x"][rows[:, 1]] = 18.0  # the neighbour's blob, 20 px across, touching it
+    vectors = {0: [.9, .1], 1: [.1, .9]}
+    groups = np.repeat(list(vectors), 10)
+    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=500.0)
+    hidden = hidden_positions(result, ids, 2, fps=25, max_speed_px=500.0)
+    assert sorted(hidden["frame"].tolist()) == [0, 1, 2, 3, 4, 25, 26, 27, 28, 29]
+    assert (hidden["identity"] == 0).all() and np.allclose(hidden["x"], 10.0)
+    # a neighbour two body lengths away: the animal was not in it, and gets no place
+    det["x"][rows[:, 1]] = 50.0
+    assert len(hidden_positions(result, ids, 2, fps=25, max_speed_px=500.0)["frame"]) == 0
 
 
 def test_a_results_folder_of_an_earlier_version_reads_kinematic_as_elimination(tmp_path):
