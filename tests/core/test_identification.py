@@ -646,7 +646,7 @@ def test_an_unsure_vote_does_not_name_a_tracklet_against_where_the_animals_are()
     12-frame piece each. The network, seeing a neighbour in the crops, votes 0.64 for identity 0
     on the piece at y = 30: too unsure to name it (tracklets voted below 0.7 were right in 82 %
     of cases, from 0.7 in 99 %), so the retrack decides by where each identity is, and gives it
-    identity 1. A vote of 0.8 still names a piece on its own."""
+    identity 1. A vote of 0.8 still names a piece on its own, where the animal can have been."""
     result = _result([(0, 0, 49), (0, 50, 61), (0, 62, 99), (1, 0, 49), (1, 50, 61), (1, 62, 99)])
     det, rows = result.detections, result.assignment
     det["x"][rows[:, 0]] = det["x"][rows[:, 1]] = 100.0 + np.arange(100)
@@ -658,9 +658,28 @@ def test_an_unsure_vote_does_not_name_a_tracklet_against_where_the_animals_are()
     ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
     assert ids.identity[4] == 1 and ids.source[4] == "inferred"
     assert ids.identity[1] == 0
-    probs[groups == 4] = [.8, .2]  # sure: the network's word, even against the positions
-    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
+    probs[groups == 4] = [.8, .2]  # sure, and 30 px is within a frame's reach at 1000 px/s
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=1000.0)
     assert ids.identity[4] == 0 and ids.source[4] == "network"
+
+
+def test_a_vote_for_an_identity_that_is_elsewhere_at_the_time_loses_to_the_stronger_claim():
+    """Identity 0 swims at x = 0 until frame 49; from frame 50 the network also votes 0 (0.8,
+    12 images) for a tracklet 300 px away, where identity 1 was a frame before: no animal covers
+    300 px in a frame at track_max_speed, so the two claims of 0 are rivals as if they overlapped
+    in time, the stronger keeps 0, and the retrack gives each piece the animal it continues."""
+    # tracklets: 0 slot0 0-49 (x=0), 1 slot1 0-49 (x=300), 2 slot0 50-99 (x=0), 3 slot1 50-99 (x=300)
+    result = _result([(0, 0, 49), (1, 0, 49), (0, 50, 99), (1, 50, 99)])
+    det, rows = result.detections, result.assignment
+    det["x"][rows[:, 1]] = 300.0
+    det["major"][:] = 10.0
+    vectors = {0: [.9, .1], 1: [.1, .9], 3: [.8, .2]}
+    groups = np.concatenate([np.repeat(0, 30), np.repeat(1, 30), np.repeat(3, 12)])
+    probs = np.array([vectors[g] for g in groups])
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
+    assert ids.identity[0] == 0 and ids.identity[1] == 1
+    assert ids.identity[3] == 1 and ids.source[3] == "inferred"
+    assert ids.identity[2] == 0
 
 
 def _wandering_side_by_side(seed: int, n: int):

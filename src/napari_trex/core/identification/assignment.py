@@ -179,9 +179,35 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
             continue
         candidates.append((float(best), int(n_samples[tid]), tid, int(order[0])))
     candidates.sort(key=lambda c: (_sig(c[0]) * c[1]), reverse=True)
+    reach = max_speed_px / fps if max_speed_px > 0 else np.inf
+    body = _body_length(result) if max_speed_px > 0 else 0.0
+
+    def place(tid: int, frame: int) -> np.ndarray:
+        row = result.assignment[frame, t.individual[tid]]
+        return np.array([det["x"][row], det["y"][row]]) if row >= 0 else np.full(2, np.nan)
+
+    def unreachable(i: int, tid: int, a: int, b: int) -> list[int]:
+        """The claims of ``i`` just before and just after frames a..b that an animal could not
+        have come from / gone to in the time (at ``track_max_speed``, plus a body length)."""
+        if not np.isfinite(reach):
+            return []
+        before = [(e, k) for s_, e, k in claimed[i] if e < a]
+        after = [(s_, k) for s_, e, k in claimed[i] if s_ > b]
+        out = []
+        if before:
+            e, k = max(before)
+            if np.hypot(*(place(tid, a) - place(k, e))) > reach * (a - e) + body:
+                out.append(k)
+        if after:
+            s_, k = min(after)
+            if np.hypot(*(place(k, s_) - place(tid, b))) > reach * (s_ - b) + body:
+                out.append(k)
+        return out
+
     for p, n, tid, ident in candidates:
         a, b = int(t.start[tid]), int(t.end[tid])
-        rivals = overlapping(ident, a, b)
+        # rivals: claims of the identity at the same time, or where the animal cannot have been
+        rivals = overlapping(ident, a, b) + unreachable(ident, tid, a, b)
         if rivals:
             # TRex: S = sig(p)·sig(n_me / (n_me + n_other)); the higher keeps the identity
             beaten = all(source[r] != "manual" and _sig(p) * _sig(n / (n + n_samples[r]))
