@@ -319,10 +319,9 @@ def hidden_positions(result: TrackingResult, identities: TrackletIdentities, n_i
         if not len(f):
             continue
         edge = int(round(HIDDEN_EDGE_SECONDS * fps))
-        for start, towards in ((int(f[0]), range(int(f[0]) - 1, max(-1, int(f[0]) - 1 - edge), -1)),
-                               (int(f[-1]), range(int(f[-1]) + 1, min(len(result.assignment),
-                                                                        int(f[-1]) + 1 + edge)))):
-            seen_at = r[0] if start == f[0] else r[-1]
+        first, last = int(f[0]), int(f[-1])
+        for seen_at, towards in ((r[0], range(first - 1, max(-1, first - 1 - edge), -1)),
+                                 (r[-1], range(last + 1, min(len(result.assignment), last + 1 + edge)))):
             for g, p in _follow_hidden(det, np.array([det["x"][seen_at], det["y"][seen_at]]),
                                        towards, body):
                 out["frame"].append(g)
