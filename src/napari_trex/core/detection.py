@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .errors import Cancelled, NapariTrexError, VideoError
@@ -402,10 +402,13 @@ class _Lines:
         count = np.maximum(hi - lo, 0)
         lines = len(starts)
         if count.sum():
-            me = np.repeat(np.arange(lines), count)
-            offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+            # line i touches lines lo[i] .. hi[i]-1 above it: the rows of a sparse graph (CSR
+            # straight away: its row pointer is the running count, no conversion from triplets)
+            ends = np.cumsum(count)
+            offset = np.arange(ends[-1]) - np.repeat(ends - count, count)
             other = np.repeat(lo, count) + offset
-            graph = coo_matrix((np.ones(len(me), np.int8), (me, other)), shape=(lines, lines))
+            graph = csr_matrix((np.ones(len(other), np.int8), other, np.concatenate([[0], ends])),
+                               shape=(lines, lines))
             self.n, component = connected_components(graph, directed=False)
             # number blobs by their first line in raster order (as a label image would)
             first_line = np.full(self.n, lines, np.int64)
