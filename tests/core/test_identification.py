@@ -114,27 +114,6 @@ def test_neighbours_are_blanked_out_of_the_crop():
     assert crop[36:, :].max() == 0
 
 
-def test_the_crop_of_an_animal_split_from_a_touching_neighbour_shows_that_animal_only():
-    """Two animals side by side form one blob; the tracker splits it into two parts. The crop
-    of each part must show that animal, not both (the network would vote for the neighbour)."""
-    upper_alone, lower_alone = _animal(0.0), _animal(0.0, centre=(60.0, 71.0)) * 2
-    frame = upper_alone + lower_alone  # one blob
-    params = SampleParams(size=(48, 48), threshold=15, normalization="none")
-
-    def crop(image, centre, others=None):
-        return crop_sample(image, *centre, 0.0, params, others=others).astype(float)
-
-    both = crop(frame, (60, 60))
-    assert np.abs(both - crop(upper_alone, (60, 60))).mean() > 10  # the neighbour is in the crop
-    for me, other, alone in (((60, 60), (60, 71), upper_alone), ((60, 71), (60, 60), lower_alone)):
-        part = crop(frame, me, np.array([other], float))
-        # its own pixels (up to the line halfway to the other centre), none of the neighbour's
-        assert np.abs(part - crop(alone, me)).mean() < 2.5
-    # a centre on another, separate blob changes nothing
-    apart = crop_sample(frame, 60, 60, 0.0, params, others=np.array([[10.0, 10.0]]))
-    assert np.array_equal(apart, both)
-
-
 def test_sample_budget_caps_images_per_identity():
     counts = np.array([1000, 3000, 2000])
     assert class_cap(counts, (80, 80), 2.0) == math.ceil(1000 + 0.65 * 2000)

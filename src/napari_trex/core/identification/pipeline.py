@@ -106,12 +106,6 @@ class _Requests:
                                                   self.heading[det_rows], lab,
                                                   ~self.decided[det_rows])]
 
-    def animals(self, frame: int) -> np.ndarray:
-        """(x, y) of every animal tracked in ``frame`` (for :func:`cut_samples`)."""
-        r = self.run.result
-        rows = r.assignment[frame][r.assignment[frame] >= 0]
-        return np.stack([r.detections["x"][rows], r.detections["y"][rows]], axis=1)
-
     def body_length(self) -> float:
         """The animals' length in px: the 90th percentile of the major axes of the whole blobs
         in tracklets (posture makes most frames shorter than the animal)."""
@@ -196,7 +190,7 @@ def identify_events(
         if len(new):
             fresh = yield from progress_events(
                 cut_samples, video, run.background, requests.rows(new), params,
-                should_stop, stage="images", message=why, animals=requests.animals)
+                should_stop, stage="images", message=why)
             crops = np.empty_like(fresh.images)  # cut_samples returns them in frame order
             crops[np.argsort(requests.frames[new], kind="stable")] = fresh.images
             images[~have] = crops[np.searchsorted(new, index[~have])]
@@ -487,8 +481,7 @@ def identify_events(
         block = yield from progress_events(
             cut_samples, video, run.background,
             parts.rows(np.arange(a, min(a + block_size, len(parts.frames)))), params, should_stop,
-            stage="images", message="cutting images of animals split at contacts",
-            animals=requests.animals)
+            stage="images", message="cutting images of animals split at contacts")
         all_probs.append(predict(model, block.images, device))
         all_tracklets.append(block.tracklet)
         all_frames.append(block.frame)

@@ -78,14 +78,11 @@ def automatic_params(size: tuple[int, int], scale: float, body_length_px: float,
 
 
 def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: SampleParams,
-                by_shape: bool = False, others: np.ndarray | None = None) -> np.ndarray:
+                by_shape: bool = False) -> np.ndarray:
     """The normalised crop of the animal centred at (x, y) whose head points at ``heading``.
 
     Only the connected foreground around the centre is kept (other animals nearby are
     blanked), then one affine resampling shifts, rotates and scales it into the crop.
-    ``others``: the centres (x, y) of the other animals tracked in the frame. Where one of them
-    lies on the same foreground (the parts of a blob the tracker split: touching animals), only
-    the pixels nearer to (x, y) than to any such centre are kept: the part, not its neighbour.
     """
     width, height = params.size
     reach = int(np.ceil(np.hypot(width, height) / 2 / params.scale)) + 2
@@ -104,10 +101,7 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
         if centre == 0:  # centroid outside the body (a bent animal): the nearest blob
             dist = ndimage.distance_transform_edt(labels == 0, return_indices=True)[1]
             centre = labels[dist[0][int(round(cy)), int(round(cx))], dist[1][int(round(cy)), int(round(cx))]]
-        own = labels == centre
-        if others is not None and len(others):
-            own &= _nearest_to_own(own, others - [left, top], (cx, cy))
-        window = np.where(own, window, 0)
+        window = np.where(labels == centre, window, 0)
     else:
         window[:] = 0
     # output (row, col) -> input (row, col): the output's +x axis runs along the heading
@@ -122,24 +116,6 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
     if by_shape and params.rotate and _skew_along_x(out) > 0:
         out = out[::-1, ::-1]  # heavier end to the left: turn it round, as every crop of it
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def _nearest_to_own(component: np.ndarray, others: np.ndarray, own: tuple[float, float]
-                    ) -> np.ndarray | bool:
-    """Pixels of ``component`` nearer to ``own`` (x, y) than to any of ``others`` lying on it
-    (window coordinates); True when none of them does (nothing to share)."""
-    height, width = component.shape
-    ox, oy = np.rint(others[:, 0]).astype(int), np.rint(others[:, 1]).astype(int)
-    inside = (ox >= 0) & (ox < width) & (oy >= 0) & (oy < height)
-    on = others[inside][component[oy[inside], ox[inside]]]
-    if not len(on):
-        return True
-    ys, xs = np.nonzero(component)
-    mine = (xs - own[0]) ** 2 + (ys - own[1]) ** 2
-    theirs = ((xs[:, None] - on[None, :, 0]) ** 2 + (ys[:, None] - on[None, :, 1]) ** 2).min(axis=1)
-    keep = np.zeros_like(component)
-    keep[ys[mine <= theirs], xs[mine <= theirs]] = True
-    return keep
 
 
 def _skew_along_x(crop: np.ndarray) -> float:
@@ -190,12 +166,9 @@ class Samples:
 def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple],
                 params: SampleParams, should_stop: Callable[[], bool] | None = None,
                 progress: Callable[..., None] | None = None,
-                message: str = "cutting image samples",
-                animals: Callable[[int], np.ndarray] | None = None) -> Samples:
+                message: str = "cutting image samples") -> Samples:
     """Cut crops for ``(frame, slot, tracklet, x, y, heading, label[, by_shape])`` requests in
     one pass (``by_shape``: head and tail from the crop's shape, for resting animals).
-    ``animals(frame)``: the centres (x, y) of every animal tracked in a frame, so that the
-    crop of a part of a split blob shows that part only (see :func:`crop_sample`).
 
     Frames are visited in increasing order; runs of nearby frames are decoded sequentially,
     isolated ones are read directly, so the cost follows the frames actually needed.
@@ -217,12 +190,10 @@ def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple],
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled while cutting image samples")
             diff = absolute_difference(frame, bg)
-            centres = animals(index) if animals is not None else np.empty((0, 2))
             for k in by_frame[index]:
                 x, y, heading = reqs[k][3:6]
                 by_shape = len(reqs[k]) > 7 and bool(reqs[k][7])
-                others = centres[np.hypot(centres[:, 0] - x, centres[:, 1] - y) > 0.5]
-                images[k] = crop_sample(diff, x, y, heading, params, by_shape, others)
+                images[k] = crop_sample(diff, x, y, heading, params, by_shape)
             done += 1
             if progress is not None and (done % 25 == 0 or done == len(frames)):
                 progress(done, len(frames), message)
