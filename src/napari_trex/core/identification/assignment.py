@@ -182,13 +182,10 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
     reach = max_speed_px / fps if max_speed_px > 0 else np.inf
     body = _body_length(result) if max_speed_px > 0 else 0.0
 
-    def place(tid: int, frame: int) -> np.ndarray:
-        row = result.assignment[frame, t.individual[tid]]
-        return np.array([det["x"][row], det["y"][row]]) if row >= 0 else np.full(2, np.nan)
-
     def unreachable(i: int, tid: int, a: int, b: int) -> list[int]:
         """The claims of ``i`` just before and just after frames a..b that an animal could not
-        have come from / gone to in the time (at ``track_max_speed``, plus a body length)."""
+        have come from / gone to in the time (at ``track_max_speed``, plus a body length); a
+        tracklet has a blob in each of its frames, so its ends have a place."""
         if not np.isfinite(reach):
             return []
         before = [(e, k) for s_, e, k in claimed[i] if e < a]
@@ -196,11 +193,11 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
         out = []
         if before:
             e, k = max(before)
-            if np.hypot(*(place(tid, a) - place(k, e))) > reach * (a - e) + body:
+            if np.hypot(*(_position(result, tid, a) - _position(result, k, e))) > reach * (a - e) + body:
                 out.append(k)
         if after:
             s_, k = min(after)
-            if np.hypot(*(place(k, s_) - place(tid, b))) > reach * (s_ - b) + body:
+            if np.hypot(*(_position(result, k, s_) - _position(result, tid, b))) > reach * (s_ - b) + body:
                 out.append(k)
         return out
 
