@@ -186,3 +186,39 @@ def test_the_preview_tells_animals_fragments_and_specks_apart():
     assert set(np.unique(labels)) == {0, 1, 3, 4}
     areas, = blob_census(frame[None], np.zeros_like(frame), params)
     assert sorted(areas.tolist())[:5] == [1.0] * 5 and len(areas) == 8
+
+
+@pytest.mark.parametrize("mode", ["absolute", "darker", "no difference"])
+def test_detection_in_a_videos_coded_values_finds_the_same_blobs_and_pixels(tmp_path, mode):
+    # an H.264 video stores limited-range luma; detection thresholds those values directly and
+    # converts only the pixels it keeps: every blob, every kept pixel must be as if it had
+    # converted the whole frame (noise near the threshold, both ends of the grey range)
+    from napari_trex.core.detection import detect_range
+    from napari_trex.core.video import open_video, write_video
+
+    rng = np.random.default_rng(1)
+    level = 12 if mode == "no difference" else 128  # there the frame is thresholded: dark arena
+    frames = np.clip(rng.normal(level, 12, (6, 96, 128)), 0, 255).astype(np.uint8)
+    frames[:, 20:44, 30:60] = 40  # a dark animal
+    frames[:, 60:70, 80:120] = 250  # a bright one
+    frames[:, :, :4] = 0
+    path = write_video(tmp_path / "noisy.mp4", frames, 25)
+    with open_video(path, cache_mb=0) as video:
+        coded = [(i, f, lut) for i, f, lut in video.coded_frames()]
+        assert all(lut is not None for _, _, lut in coded)  # the video's values need converting
+        grey = [frame for _, frame in video.frames()]
+        background = np.full((96, 128), float(level))
+        params = DetectionParams(threshold=20, absolute=mode != "darker",
+                                 use_difference=mode != "no difference", prefilter_px=(3, np.inf),
+                                 keep_pixels_above_px=50)
+        found = detect_range(video, background, params, 0, len(video))
+    assert len(found) > 6
+    for i, frame in enumerate(grey):
+        table, pixels = detect_frame(frame, np.full_like(frame, level), params, i)
+        rows = found.rows(i)
+        for key, values in table.items():
+            assert np.array_equal(found[key][rows], values.astype(found[key].dtype)), key
+        assert sorted(pixels) == sorted(k - rows.start for k in found.pixels if rows.start <= k < rows.stop)
+        for k, (top, left, crop) in pixels.items():
+            assert found.pixels[rows.start + k][:2] == (top, left)
+            assert np.array_equal(found.pixels[rows.start + k][2], crop)
