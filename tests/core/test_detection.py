@@ -222,3 +222,20 @@ def test_detection_in_a_videos_coded_values_finds_the_same_blobs_and_pixels(tmp_
         for k, (top, left, crop) in pixels.items():
             assert found.pixels[rows.start + k][:2] == (top, left)
             assert np.array_equal(found.pixels[rows.start + k][2], crop)
+
+
+def test_closing_is_the_closing_with_a_square_everywhere_in_the_frame():
+    # the fast closing (separable filters) must close exactly as the square structuring element
+    # does, odd and even sizes, at the frame's edges too
+    from scipy import ndimage
+
+    from napari_trex.core.detection import closing
+
+    rng = np.random.default_rng(5)
+    mask = rng.random((60, 90)) > 0.8
+    mask[:3, :] = True
+    mask[:, -2:] = True
+    mask[20:30, 40:41] = False
+    for size in range(2, 10):
+        expected = ndimage.binary_closing(mask, structure=np.ones((size, size), bool))
+        assert np.array_equal(closing(mask, size), expected), size
