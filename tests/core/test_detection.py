@@ -213,6 +213,13 @@ def test_detection_in_a_videos_coded_values_finds_the_same_blobs_and_pixels(tmp_
                                  keep_pixels_above_px=50)
         found = detect_range(video, background, params, 0, len(video))
     assert len(found) > 6
+    from napari_trex.core.detection import CodedThreshold
+
+    lut = coded[0][2]
+    assert CodedThreshold.make(lut, np.full((96, 128), level, np.uint8), params) is not None
+    # a threshold of 0 makes every pixel foreground: no bounds, detection converts the frames
+    assert CodedThreshold.make(lut, np.full((96, 128), level, np.uint8),
+                               DetectionParams(threshold=0)) is None
     for i, frame in enumerate(grey):
         table, pixels = detect_frame(frame, np.full_like(frame, level), params, i)
         rows = found.rows(i)

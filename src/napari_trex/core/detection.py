@@ -793,17 +793,18 @@ def detect_range(video: Video, background: np.ndarray, params: DetectionParams, 
     tables = [_empty_frame(i) for i in range(start, min(lo, stop))]
     pixels: list[dict] = [{} for _ in tables]
     expected = lo
-    known_lut, coded = None, None  # the video's conversion table and its thresholds
+    known_lut, known = None, None  # the video's conversion table and its thresholds
     try:
         for index, frame, lut in video.coded_frames(lo, hi, threads=decoder_threads) if lo < hi else ():
             if should_stop is not None and should_stop():
                 raise Cancelled("detection cancelled")
-            if lut is not None and lut is not known_lut:
-                known_lut, coded = lut, CodedThreshold.make(lut, bg, params)
-            if lut is None:
-                coded = None
-            elif coded is None:
-                frame = np.take(lut, frame)
+            coded = None
+            if lut is not None:
+                if lut is not known_lut:
+                    known_lut, known = lut, CodedThreshold.make(lut, bg, params)
+                coded = known
+                if coded is None:  # no bounds in the coded values: convert the frame
+                    frame = np.take(lut, frame)
             table, frame_pixels = detect_frame(frame, bg, params, index, coded)
             tables.append(table)
             pixels.append(frame_pixels)
