@@ -440,21 +440,16 @@ class _Lines:
         self._pixel_blob: np.ndarray | None = None
         flat = np.flatnonzero(mask)  # foreground pixels in raster order
         self.flat = flat
-        if not len(flat):
-            self.y = self.x0 = self.x1 = self.first_pixel = np.empty(0, np.int64)
-            self.blob = np.empty(0, np.int64)
-            self.n = 0
-            return
         new_line = np.ones(len(flat), bool)
         new_line[1:] = (flat[1:] != flat[:-1] + 1) | (flat[1:] % width == 0)
         self.first_pixel = np.flatnonzero(new_line)
-        if min_area > 1:
+        if min_area > 1 and len(flat):
             self._drop_specks(mask, min_area)
             flat = self.flat
-            if not len(flat):
-                self.y = self.x0 = self.x1 = self.blob = np.empty(0, np.int64)
-                self.n = 0
-                return
+        if not len(flat):
+            self.y = self.x0 = self.x1 = self.blob = np.empty(0, np.int64)
+            self.n = 0
+            return
         starts = flat[self.first_pixel]
         last = np.concatenate([self.first_pixel[1:], [len(flat)]]) - 1
         self.y, self.x0 = np.divmod(starts, width)

@@ -175,10 +175,9 @@ class Video:
         ``threads``: decoder threads (None: FFmpeg's choice; 1 where several ranges are
         decoded in parallel already, which saves FFmpeg's threading overhead).
         """
-        stop = len(self) if stop is None else min(stop, len(self))
         if step < 1:
             raise ValueError("step must be >= 1")
-        start = self._check_index(start) if start < len(self) else start
+        start, stop = self._span(start, stop)
         for index, frame in self._iter_range(start, stop, threads):
             if (index - start) % step == 0:
                 yield index, frame
@@ -193,10 +192,12 @@ class Video:
         be moved into the coded values once (:func:`napari_trex.core.detection.detect_range`),
         so it asks for the coded frames and converts only the few pixels it keeps.
         """
+        return self._iter_coded(*self._span(start, stop), threads)
+
+    def _span(self, start: int, stop: int | None) -> tuple[int, int]:
+        """``start`` checked (past the end: nothing to read) and ``stop`` clipped to the video."""
         stop = len(self) if stop is None else min(stop, len(self))
-        start = self._check_index(start) if start < len(self) else start
-        for index, frame in self._iter_range(start, stop, threads):
-            yield index, frame, None
+        return (self._check_index(start) if start < len(self) else start), stop
 
     def read_range(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start .. stop-1`` stacked into one array (decoded sequentially)."""
@@ -244,6 +245,11 @@ class Video:
                     ) -> Iterator[tuple[int, np.ndarray]]:
         for i in range(start, stop):
             yield i, self._read_uncached(i)
+
+    def _iter_coded(self, start: int, stop: int, threads: int | None = None
+                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        for index, frame in self._iter_range(start, stop, threads):
+            yield index, frame, None
 
     def _check_index(self, index: int) -> int:
         i = int(index)
@@ -642,10 +648,8 @@ class PyAVVideo(Video):
         for i, frame in self._iter_decoded(start, stop, threads):
             yield i, self._to_array(frame)
 
-    def coded_frames(self, start: int = 0, stop: int | None = None, *, threads: int | None = None
-                     ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-        stop = len(self) if stop is None else min(stop, len(self))
-        start = self._check_index(start) if start < len(self) else start
+    def _iter_coded(self, start: int, stop: int, threads: int | None = None
+                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
         for i, frame in self._iter_decoded(start, stop, threads):
             coded = None if self.color else _coded_luma(frame)
             yield (i, *coded) if coded is not None else (i, self._to_array(frame), None)
