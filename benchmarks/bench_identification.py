@@ -7,8 +7,9 @@ Cases (each tracked and identified from scratch, the crop size automatic):
   realistic  the generator's realistic mode (posture, legs, resting, long contacts, sizes,
              uneven light), 8 animals x 3000 frames, one video per seed (--seeds)
   crowded10, crowded20  the realistic mode with 10 (body 40 px) / 20 (body 28 px) animals that
-             seek each other's contact (sociality 0.6): no moment shows all of them apart, so
-             identification starts from tracklet pairs
+             seek each other's contact (sociality 0.6): no moment shows all of them apart;
+             identification starts from tracklet pairs where the tracklets (which go on
+             through clean splits) leave no global segment
   sample     the bundled sample (4 animals x 500 frames), what a newcomer tries first
   flies      ../shared/data/sleap_flies_clip against gt.csv, once per seed (--seeds)
   test_A/B   ../shared/data/idtrackerai_zebrafish8 (no ground truth: uniqueness, the share of

@@ -204,7 +204,7 @@ def test_identities_conflicts_ambiguity_kinematic_and_manual_first():
     # tracklets: 0 slot0 0-49, 1 slot1 0-49, 2 slot0 50-99, 3 slot1 50-99, 4 slot2 0-99
     result = _result([(0, 0, 49), (1, 0, 49), (0, 50, 99), (1, 50, 99), (2, 0, 99)])
     vectors = {0: [.9, .05, .05], 1: [.85, .1, .05],  # both claim 0: the weaker loses
-               2: [.1, .8, .1], 3: [.45, .4, .15],  # 3 is ambiguous (.4/.45 >= .6)
+               2: [.05, .85, .1], 3: [.45, .4, .15],  # 3 is ambiguous (.4/.45 >= .6)
                4: [.05, .05, .9]}
     groups = np.repeat(list(vectors), 10)
     probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
@@ -644,9 +644,9 @@ def test_a_gap_is_retracked_by_where_each_identity_is_expected():
 def test_an_unsure_vote_does_not_name_a_tracklet_against_where_the_animals_are():
     """Two animals swim side by side (y = 0 and y = 30); the tracker cut both at a contact into a
     12-frame piece each. The network, seeing a neighbour in the crops, votes 0.64 for identity 0
-    on the piece at y = 30: too unsure to name it (tracklets voted below 0.7 were right in 82 %
-    of cases, from 0.7 in 99 %), so the retrack decides by where each identity is, and gives it
-    identity 1. A vote of 0.8 still names a piece on its own, where the animal can have been."""
+    on the piece at y = 30: too unsure to name it (tracklets voted below 0.8 are named by the
+    retrack instead), so the retrack decides by where each identity is, and gives it
+    identity 1. A vote of 0.85 still names a piece on its own, where the animal can have been."""
     result = _result([(0, 0, 49), (0, 50, 61), (0, 62, 99), (1, 0, 49), (1, 50, 61), (1, 62, 99)])
     det, rows = result.detections, result.assignment
     det["x"][rows[:, 0]] = det["x"][rows[:, 1]] = 100.0 + np.arange(100)
@@ -658,13 +658,36 @@ def test_an_unsure_vote_does_not_name_a_tracklet_against_where_the_animals_are()
     ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
     assert ids.identity[4] == 1 and ids.source[4] == "inferred"
     assert ids.identity[1] == 0
-    probs[groups == 4] = [.8, .2]  # sure, and 30 px is within a frame's reach at 1000 px/s
+    probs[groups == 4] = [.85, .15]  # sure, and 30 px is within a frame's reach at 1000 px/s
     ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=1000.0)
     assert ids.identity[4] == 0 and ids.source[4] == "network"
 
 
+def test_an_identity_the_network_is_unsure_of_everywhere_still_gets_its_likeliest_tracklet():
+    """A briefly trained network is sure of identity 0 (0.9) but votes at most 0.7 for identity 1
+    and 0.6 for identity 2, below the bar that lets a vote name a tracklet on its own. Rather
+    than leaving those animals nameless, each still names its most likely unambiguous tracklet;
+    a weaker vote for the same identity is left to the others' reasoning."""
+    # tracklets: 0 slot0 0-99, 1 slot1 0-49, 2 slot1 50-99, 3 slot2 0-99
+    result = _result([(0, 0, 99), (1, 0, 49), (1, 50, 99), (2, 0, 99)])
+    vectors = {0: [.9, .05, .05], 1: [.2, .7, .1], 2: [.2, .55, .25], 3: [.15, .25, .6]}
+    groups = np.repeat(list(vectors), 20)
+    probs = np.repeat(np.array(list(vectors.values())), 20, axis=0)
+    ids = assign_identities(result, groups, probs, 3, fps=25)
+    assert ids.identity[0] == 0 and ids.source[0] == "network"
+    assert ids.identity[1] == 1 and ids.source[1] == "network"
+    assert ids.identity[3] == 2 and ids.source[3] == "network"
+    # the weaker vote for identity 1 did not name tracklet 2 on its own: elimination did
+    assert ids.identity[2] == 1 and ids.source[2] == "elimination"
+    # with a sure vote for identity 1 elsewhere, the unsure one does not name a tracklet
+    probs[groups == 2] = [.05, .9, .05]
+    ids = assign_identities(result, groups, probs, 3, fps=25)
+    assert ids.identity[2] == 1 and ids.source[2] == "network"
+    assert ids.source[1] != "network"
+
+
 def test_a_vote_for_an_identity_that_is_elsewhere_at_the_time_loses_to_the_stronger_claim():
-    """Identity 0 swims at x = 0 until frame 49; from frame 50 the network also votes 0 (0.8,
+    """Identity 0 swims at x = 0 until frame 49; from frame 50 the network also votes 0 (0.85,
     12 images) for a tracklet 300 px away, where identity 1 was a frame before: no animal covers
     300 px in a frame at track_max_speed, so the two claims of 0 are rivals as if they overlapped
     in time, the stronger keeps 0, and the retrack gives each piece the animal it continues."""
@@ -673,7 +696,7 @@ def test_a_vote_for_an_identity_that_is_elsewhere_at_the_time_loses_to_the_stron
     det, rows = result.detections, result.assignment
     det["x"][rows[:, 1]] = 300.0
     det["major"][:] = 10.0
-    vectors = {0: [.9, .1], 1: [.1, .9], 3: [.8, .2]}
+    vectors = {0: [.9, .1], 1: [.1, .9], 3: [.85, .15]}
     groups = np.concatenate([np.repeat(0, 30), np.repeat(1, 30), np.repeat(3, 12)])
     probs = np.array([vectors[g] for g in groups])
     ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)

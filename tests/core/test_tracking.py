@@ -271,6 +271,25 @@ def test_an_animal_back_after_a_short_loss_is_one_tracklet_again_not_many():
     assert int(t.end_reason[0]) & LOST_FOR_ONE_FRAME
 
 
+def test_an_animal_joining_a_group_does_not_take_its_neighbours_blob():
+    # three animals lie in a row (one blob); a fourth walks up and joins them at the end of the
+    # row, next to a fifth resting beside it. As it joins, the group's centre is farther from
+    # it than the neighbour's: its prediction lies on the group's pixels, so that is its blob,
+    # and the neighbour's blob is not taken for a merge (its tracklet used to end there)
+    path = [[None]] * 4  # an empty arena first: the background is the arena, not the resting ones
+    for t in range(24):
+        path.append([(20.0, 64.0), (30.0, 64.0), (40.0, 64.0), (max(50.0, 80 - 3.0 * t), 64.0),
+                     (52.0, 76.0)])
+    run = track_video(_disk_video(path), _constructed_settings(5))
+    last = run.result.assignment[27]
+    neighbour = [slot for slot in range(5) if last[slot] >= 0 and
+                 abs(run.result.detections["y"][last[slot]] - 76) < 3]
+    assert len(neighbour) == 1
+    assert _ends(run, neighbour[0]) == [(4, 27, "EndOfVideo")]
+    walker = [slot for slot in range(5) if _ends(run, slot) and slot != neighbour[0]]
+    assert [e[1] for e in _ends(run, walker[0])] == [13]  # it joined the group in frame 14
+
+
 def test_more_animals_than_track_max_individuals_are_reported():
     path = [[(20 + t, 30.0), (100 - t, 64.0), (64.0, 20 + t)] for t in range(40)]
     run = track_video(_disk_video(path), _constructed_settings(2))

@@ -30,9 +30,12 @@ NETWORK_MIN_SECONDS = 0.4
 # ... and a mean probability of at least this for its identity. Measured on 7 videos (5 generated
 # with ground truth, zebrafish test_A/B against idtracker.ai), 976 tracklets the network named:
 # below 0.7, 82 % right (27 of 33); from 0.7, 99.2 %. Below it the tracklet is retracked like the
-# short pieces, its vote one term of the cost next to where the animals were: realistic 8x3000
-# seed 1 99.40 -> 99.81 %, crowded 10 seed 2 91.3 -> 92.5 %, seed 1 -0.06 points, the others equal
-NETWORK_MIN_PROBABILITY = 0.7
+# short pieces, its vote one term of the cost next to where the animals were. 0.8 since animals
+# joining a group claim its blob (tracking.py): the longer tracklets that gave let unsure votes of
+# 0.72-0.8 name tracklets wrongly (realistic 8x3000 seed 2: one 56-frame tracklet at 0.72); both
+# together: realistic seeds 1/2/3 99.85/99.80/99.49 -> 99.80/99.875/99.95 %, crowded 10 seeds
+# 1/2 91.4/92.6 -> 94.7/95.7 %, zebrafish test_A 99.25 -> 98.45 %, test_B 97.56 -> 98.42 %
+NETWORK_MIN_PROBABILITY = 0.8
 # how a tracklet got its identity, as reported in trajectories.csv and the exports; rows of an
 # animal hidden in a blob of several (no detection of its own) are "interpolated"
 SOURCES = ("network", "manual", "elimination", "inferred")
@@ -119,6 +122,12 @@ def _sig(x: float) -> float:
     return 1.0 / (1.0 + np.exp(2 * np.pi * (0.5 - x)))
 
 
+def _strength(claim: tuple[float, int, int, int]) -> float:
+    """How strongly a network claim (mean probability, images, tracklet, identity) holds: TRex's
+    sig(p) weighted by the images behind it."""
+    return _sig(claim[0]) * claim[1]
+
+
 @dataclass
 class TrackletIdentities:
     """Per tracklet id: identity (-1 none), mean probability of it, images used, source."""
@@ -169,16 +178,25 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
                         claimed[ident].append((int(t.start[tid]), int(t.end[tid]), tid))
     # 2. network predictions, strongest claims first
     min_frames = max(NETWORK_MIN_IMAGES, int(NETWORK_MIN_SECONDS * fps))
-    candidates = []
+    candidates, unsure = [], {}
     for tid in range(n_tracklets):
         if identity[tid] >= 0 or n_samples[tid] < min_frames or np.isnan(vectors[tid]).any():
             continue
         order = np.argsort(vectors[tid])[::-1]
         best, second = vectors[tid][order[0]], vectors[tid][order[1]] if n_identities > 1 else 0.0
-        if best <= 0 or second / best >= AMBIGUITY or best < NETWORK_MIN_PROBABILITY:
+        if best <= 0 or second / best >= AMBIGUITY:
             continue
-        candidates.append((float(best), int(n_samples[tid]), tid, int(order[0])))
-    candidates.sort(key=lambda c: (_sig(c[0]) * c[1]), reverse=True)
+        claim = (float(best), int(n_samples[tid]), tid, int(order[0]))
+        if best >= NETWORK_MIN_PROBABILITY:
+            candidates.append(claim)
+        elif claim[3] not in unsure or _strength(claim) > _strength(unsure[claim[3]]):
+            unsure[claim[3]] = claim
+    # an identity the network is unsure of everywhere (a briefly trained network, an animal
+    # rarely seen alone) still gets its likeliest tracklet, so that the retrack has a place to
+    # start from rather than leaving that animal nameless
+    sure = {c[3] for c in candidates}
+    candidates += [c for i, c in unsure.items() if i not in sure]
+    candidates.sort(key=_strength, reverse=True)
     reach = max_speed_px / fps if max_speed_px > 0 else np.inf
     body = _body_length(result) if max_speed_px > 0 else 0.0
 
