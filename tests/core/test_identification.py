@@ -686,6 +686,32 @@ def test_an_identity_the_network_is_unsure_of_everywhere_still_gets_its_likelies
     assert ids.source[1] != "network"
 
 
+def test_a_tracklet_left_with_one_free_identity_after_the_retrack_gets_it_by_elimination():
+    """Three animals. At the start, tracklet 1 (votes too unsure to name it) and tracklet 3 (no
+    images) coexist with identity 0; identities 1 and 2 are both free there, so neither can be
+    had by elimination yet. The retrack gives tracklet 3 identity 2 (it ends where identity 2
+    goes on); tracklet 1's animal then darts off faster than track_max_speed to where identity
+    1 is next seen, so the retrack cannot reach it. Identity 1 is the only one left free
+    throughout tracklet 1, and its images lean to identity 1: it is that animal."""
+    # tracklets: 0 slot0 0-49, 1 slot1 0-20, 2 slot1 26-49, 3 slot2 0-20, 4 slot2 21-49
+    result = _result([(0, 0, 49), (1, 0, 20), (1, 26, 49), (2, 0, 20), (2, 21, 49)])
+    det, rows = result.detections, result.assignment
+    det["y"][rows[:, 0]] = 200.0
+    det["x"][rows[26:, 1]] = 500.0
+    det["x"][rows[:, 2]], det["y"][rows[:, 2]] = 100.0, 30.0
+    det["major"][:] = 10.0
+    vectors = {0: [.9, .05, .05], 1: [.3, .6, .1], 2: [.05, .9, .05], 4: [.05, .05, .9]}
+    groups = np.repeat(list(vectors), 12)
+    probs = np.repeat(np.array(list(vectors.values())), 12, axis=0)
+    ids = assign_identities(result, groups, probs, 3, fps=25, max_speed_px=100.0)
+    assert ids.identity[3] == 2 and ids.source[3] == "inferred"
+    assert ids.identity[1] == 1 and ids.source[1] == "elimination"
+    # ... but only where its images agree: a piece that looks like another animal is left open
+    probs[groups == 1] = [.6, .3, .1]
+    ids = assign_identities(result, groups, probs, 3, fps=25, max_speed_px=100.0)
+    assert ids.identity[1] == -1
+
+
 def test_a_vote_for_an_identity_that_is_elsewhere_at_the_time_loses_to_the_stronger_claim():
     """Identity 0 swims at x = 0 until frame 49; from frame 50 the network also votes 0 (0.85,
     12 images) for a tracklet 300 px away, where identity 1 was a frame before: no animal covers

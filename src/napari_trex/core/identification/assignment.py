@@ -240,19 +240,37 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
     for i in range(n_identities):
         for s, e, _ in claimed[i]:
             taken[s: e + 1, i] = True
+    _eliminate(result, identity, source, probability, vectors, taken, n_identities)
+    # 4. the gaps, retracked with the identities as evidence
+    if max_speed_px > 0:
+        _retrack_gaps(result, identity, source, probability, vectors, taken, n_identities, fps,
+                      max_speed_px, n_samples)
+        # every identity the retrack placed leaves fewer free: a tracklet that now has exactly
+        # one identity free throughout, and whose images vote for it most, is that animal even
+        # where the retrack could not reach it (an animal faster than track_max_speed between
+        # one-frame pieces); without the vote, a piece in a cluster was as often a fragment
+        _eliminate(result, identity, source, probability, vectors, taken, n_identities,
+                   voted=True)
+    return TrackletIdentities(identity, probability, n_samples, source, vectors)
+
+
+def _eliminate(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
+               probability: np.ndarray, vectors: np.ndarray, taken: np.ndarray,
+               n_identities: int, voted: bool = False) -> None:
+    """Give each tracklet without identity the one identity free throughout it, if exactly one
+    is (``taken``: frames x identities already placed, updated); with ``voted`` only where the
+    tracklet's images vote for that identity more than for any other."""
+    t = result.tracklets
     for tid in np.flatnonzero(identity < 0):
         a, b = int(t.start[tid]), int(t.end[tid])
         free = ~taken[a: b + 1].any(axis=0)
         if free.sum() == 1 and n_identities > 1:
             ident = int(np.flatnonzero(free)[0])
+            if voted and (np.isnan(vectors[tid]).any() or int(np.argmax(vectors[tid])) != ident):
+                continue
             identity[tid], source[tid] = ident, "elimination"
             probability[tid] = float(vectors[tid][ident]) if not np.isnan(vectors[tid]).any() else 0.0
             taken[a: b + 1, ident] = True
-    # 4. the gaps, retracked with the identities as evidence
-    if max_speed_px > 0:
-        _retrack_gaps(result, identity, source, probability, vectors, taken, n_identities, fps,
-                      max_speed_px, n_samples)
-    return TrackletIdentities(identity, probability, n_samples, source, vectors)
 
 
 def identity_coverage(result: TrackingResult, identities: TrackletIdentities, n_identities: int,
