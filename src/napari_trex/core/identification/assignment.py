@@ -35,6 +35,7 @@ NETWORK_MIN_SECONDS = 0.4
 # 0.72-0.8 name tracklets wrongly (realistic 8x3000 seed 2: one 56-frame tracklet at 0.72); both
 # together: realistic seeds 1/2/3 99.85/99.80/99.49 -> 99.80/99.875/99.95 %, crowded 10 seeds
 # 1/2 91.4/92.6 -> 94.7/95.7 %, zebrafish test_A 99.25 -> 98.45 %, test_B 97.56 -> 98.42 %
+# (99.20 / 98.62 % with the second elimination after the retrack)
 NETWORK_MIN_PROBABILITY = 0.8
 # how a tracklet got its identity, as reported in trajectories.csv and the exports; rows of an
 # animal hidden in a blob of several (no detection of its own) are "interpolated"
