@@ -650,10 +650,9 @@ def _claimed_blobs(detections: Detections | StreamedDetections, blobs: _Blobs, b
     away = mine[np.hypot(*(pred[mine] - blobs.pos[best[mine]]).T) > radius]
     if not len(away):
         return claimed
-    for b in np.flatnonzero(blobs.alive & (blobs.row < base)):
-        if int(blobs.row[b]) in detections.pixels:
-            on = _falls_into(detections, int(blobs.row[b]), base, pred[away])
-            claimed[away[on & (best[away] != b)]] = b
+    for b in np.flatnonzero(blobs.alive):  # _falls_into knows which blobs kept their pixels
+        on = _falls_into(detections, int(blobs.row[b]), base, pred[away])
+        claimed[away[on & (best[away] != b)]] = b
     return claimed
 
 
