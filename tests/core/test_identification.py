@@ -241,6 +241,9 @@ def test_four_animals_are_identified_with_high_accuracy(four_animals, tmp_path):
                       progress=events.append)
     assert events[0]["stage"] == "device" and events[-1]["stage"] == "done"
     assert any(e["stage"] == "step" and "uniqueness" in e for e in events)
+    # the path taken is said: the sample's animals are apart most of the time
+    path = next(e for e in events if e["stage"] == "path")
+    assert path["path"] == "global segment" and "starting from the best global segment" in path["message"]
     # progress a panel can show from the start: image cutting before the first epoch, each
     # stream counting up to its total; every epoch with its place among the unit's epochs
     stages = [e["stage"] for e in events]

@@ -113,3 +113,41 @@ def test_tracklets_seen_together_are_kept_apart_even_when_they_look_alike():
         plain += one_per_animal(alone, animal)
         constrained += one_per_animal(together, animal)
     assert constrained >= 34 and constrained >= plain + 8
+
+
+def _run_with_tracklets(spans, n_frames, n_animals):
+    """A tracking run whose slots hold the given (slot, start, end) tracklets, with its global
+    segments as the tracker computes them."""
+    from types import SimpleNamespace
+
+    from napari_trex.core.tracklets import Tracklets, global_segments, tracklet_matrix
+
+    slot, start, end = (np.array(c, np.int64) for c in zip(*spans))
+    tracklets = Tracklets(np.arange(len(slot)), slot, start, end, np.zeros(len(slot), np.int64))
+    assignment = np.full((n_frames, n_animals), -1, np.int64)
+    for s, a, b in zip(slot, start, end):
+        assignment[a: b + 1, s] = 0  # one detection row stands for every blob
+    x = y = np.array([10.0])
+    result = SimpleNamespace(assignment=assignment, tracklets=tracklets,
+                             tracklet_of=tracklet_matrix(assignment, tracklets))
+    segments = global_segments(assignment, tracklets, x, y, np.zeros(1, bool), (100, 100))
+    return SimpleNamespace(result=result, segments=segments)
+
+
+def test_a_crowd_whose_global_segments_show_little_of_the_video_starts_from_pairs():
+    from napari_trex.core.identification.pipeline import choose_start
+
+    # animals apart for most of the video: long tracklets, one global segment holds them all
+    apart = _run_with_tracklets([(s, 0, 199) for s in range(4)], 200, 4)
+    from_pairs, why = choose_start(apart)
+    assert not from_pairs and "100%" in why and "frames 0-199" in why
+    # a crowd: 10-frame tracklets, all four together only in frames 100-109 (10 % of the video)
+    spans = [(s, a, a + 9) for s in range(4) for a in range(0, 200, 10)]
+    spans = [(s, a, b) for s, a, b in spans if a == 100 or s < 3]  # slot 3 is in a blob elsewhere
+    crowd = _run_with_tracklets(spans, 200, 4)
+    assert len(crowd.segments) == 1
+    from_pairs, why = choose_start(crowd)
+    assert from_pairs and "only 5%" in why
+    # a loaded network is still checked on the global segment; pairs when asked for, always
+    assert choose_start(crowd, continuing=True)[0] is False
+    assert choose_start(apart, "pairs") == (True, "asked for")

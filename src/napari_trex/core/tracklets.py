@@ -121,6 +121,19 @@ class GlobalSegments:
         return int(self.start[k]), int(self.end[k])
 
 
+def segment_coverage(segments: GlobalSegments, tracklet_of: np.ndarray, tracklets: Tracklets) -> float:
+    """Share of all animal-frames (frames x N) that lie in a tracklet of some global segment:
+    everything the accumulation from global segments can ever train on. In a group that is
+    rarely all apart (a few short global segments) it is small, and what the network learns
+    there names little else."""
+    n_frames, n = tracklet_of.shape
+    if not len(segments) or not n_frames or not n:
+        return 0.0
+    inside = np.unique(tracklet_of[segments.start])
+    inside = inside[inside >= 0]
+    return float((tracklets.end[inside] - tracklets.start[inside] + 1).sum() / (n_frames * n))
+
+
 def tracklet_matrix(assignment: np.ndarray, tracklets: Tracklets) -> np.ndarray:
     """``(frames, N)`` tracklet id of each slot per frame, -1 where the slot has none."""
     out = np.full(assignment.shape, -1, dtype=np.int64)

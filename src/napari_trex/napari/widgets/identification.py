@@ -205,8 +205,8 @@ class IdentificationWidget(JobPanel, Container):
             self.plot.add_step(event["uniqueness"], accepted)
         elif stage == "step":
             self.rejected += 1
-        elif stage == "path":  # stays on show: the user must know why there are no segments
-            self.path = event["message"]
+        elif stage == "path" and event.get("path") == "pairs":
+            self.path = event["message"]  # stays on show: the user must know why no segments
         elif stage == "warning":
             from napari.utils.notifications import show_warning
 
