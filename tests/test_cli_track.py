@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import re
 
 import pytest
 
@@ -30,6 +31,8 @@ def test_track_writes_trajectories_tracklets_segments_and_settings(capsys, tmp_p
     stdout = capsys.readouterr().out
     assert code == 0, stdout
     assert "3 animals" in stdout and "global segments" in stdout
+    # how much the global segments hold decides where identification starts: it is said
+    assert re.search(r"global segments, their tracklets hold \d+% of the animal-frames", stdout)
     traj = _rows(out / "trajectories.csv")
     assert {"frame", "identity", "x", "y", "angle", "area", "tracklet"} <= set(traj[0])
     assert {int(r["identity"]) for r in traj} == {0, 1, 2}

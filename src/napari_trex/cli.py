@@ -346,7 +346,11 @@ def _print_tracking_summary(run) -> None:
           f"tracklets of {n50}+ frames), all animals tracked in {covered:.0%} of frames")
     best = run.segments.best()
     if best is not None:
-        print(f"{len(run.segments)} global segments; best quality: frames {best[0]}-{best[1]}")
+        from .core.tracklets import segment_coverage
+
+        share = segment_coverage(run.segments, run.result.tracklet_of, t)
+        print(f"{len(run.segments)} global segments, their tracklets hold {share:.0%} of the "
+              f"animal-frames; best quality: frames {best[0]}-{best[1]}")
     else:
         print("no global segment (all animals in tracklets at once): identification will learn "
               "from tracklet pairs; if the animals are rarely apart that is expected, otherwise "

@@ -33,7 +33,8 @@ MAIN_PARAMETERS = ["gpu_accepted_uniqueness", "gpu_max_epochs", "gpu_max_sample_
 EXPLANATION = ("Learns each animal's appearance from the best global segment (every animal "
                "visible, each in one tracklet), adds segments until the uniqueness reaches "
                "gpu_accepted_uniqueness (0 = automatic), then gives every tracklet an identity. "
-               "Groups never all apart at once: it learns from tracklet pairs instead.")
+               "Groups never or rarely all apart (global segments hold under a quarter of the "
+               "video): it learns from tracklet pairs instead.")
 
 
 def device_text(preference: str = "automatic") -> str:
