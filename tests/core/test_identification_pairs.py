@@ -151,3 +151,15 @@ def test_a_crowd_whose_global_segments_show_little_of_the_video_starts_from_pair
     # a loaded network is still checked on the global segment; pairs when asked for, always
     assert choose_start(crowd, continuing=True)[0] is False
     assert choose_start(apart, "pairs") == (True, "asked for")
+
+
+def test_pair_learning_goes_on_through_a_noisy_climb_and_stops_on_a_plateau():
+    from napari_trex.core.identification.pairs import learning_stalled
+
+    # measured separations of a crowd of 20 (every 100 steps): slow, wobbling by ~0.2 %, still
+    # learning; two checks without a new best must not end it (it did, at step 1500)
+    climb = [.909, .935, .957, .965, .965, .971, .971, .976, .974, .978, .980, .982, .983, .985,
+             .984, .987, .989, .989, .990, .991, .989, .991, .989, .990, .993]
+    assert not any(learning_stalled(climb[:k]) for k in range(1, len(climb) + 1))
+    # nothing gained for five checks: stop
+    assert learning_stalled(climb + [.992, .991, .993, .990, .992])
