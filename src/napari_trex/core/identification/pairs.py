@@ -50,8 +50,8 @@ SEPARATED = 0.995  # stop when this share of (same, different) comparisons is ri
 # ... or when GAIN_CHECKS checks in a row gained less than GAIN_MIN over the best before them:
 # the measure on PROBE_PAIRS pairs wobbles by ~0.2 %, so two checks stopped on noise while
 # learning still went on (crowded 20 x 3000: stopped at step 1500 with 98.4 % told apart and
-# the 20 clusters 85.5 % pure by frames, two animals without a cluster of their own; on to
-# 99.5 % at step 3200: 91.8 % pure, every animal its own cluster)
+# the 20 clusters 85.5 % pure by frames, two animals split over two clusters in halves of the
+# time; on to 99.5 % at step 3200: 91.8 % pure, every animal its own cluster)
 GAIN_MIN = 0.001
 GAIN_CHECKS = 5
 PROBE_PAIRS = 2000  # pairs of each kind measured at every check
@@ -173,9 +173,8 @@ def train_embedding_events(images: np.ndarray, owner: np.ndarray, negatives: np.
 
     ``images`` (M, H, W) uint8; ``owner`` (M,) each image's tracklet position; ``negatives``
     (P, 2) positions of tracklets that coexist. Stops when pairs are told apart
-    (:data:`SEPARATED`), when :data:`GAIN_CHECKS` checks in a row gained less than
-    :data:`GAIN_MIN`, or at
-    ``max_steps``; the best state by separation is returned."""
+    (:data:`SEPARATED`), when learning stalls (:func:`learning_stalled`), or at ``max_steps``;
+    the best state by separation is returned."""
     owners = _Owners(owner, int(owner.max()) + 1 if len(owner) else 0)
     rng = np.random.default_rng(seed)
     with seeded(seed, device):
