@@ -411,3 +411,24 @@ def test_each_slots_typical_size_is_the_median_of_its_known_areas():
         if len(values):
             assert got[slot] == np.median(values)
     assert np.isnan(got[4])
+
+
+def test_animals_partly_above_blob_size_ranges_are_told_what_happens_to_them():
+    # two animals of different sizes, the larger just above the top of blob_size_ranges: the
+    # warning says how many lie outside and that they are still followed (as they are), not
+    # that the animals are not tracked
+    frames = np.full((40, 128, 128), 20, np.uint8)
+    yy, xx = np.mgrid[0:128, 0:128]
+    for t in range(40):
+        for (x, y), radius in (((20 + t, 30.0), 5.0), ((100 - t, 90.0), 5.6)):
+            frames[t][(xx - x) ** 2 + (yy - y) ** 2 <= radius ** 2] = 200
+    r2 = (xx - 64) ** 2 + (yy - 64) ** 2
+    small, large = int((r2 <= 5.0 ** 2).sum()), int((r2 <= 5.6 ** 2).sum())
+    top = (small + large) / 2 - 1  # the small one fits, the large one does not, the median does not
+    assert small <= top < large
+    settings = _constructed_settings(2).updated(blob_size_ranges=[[40, top]])
+    run = track_video(ArrayVideo(frames, fps=10), settings)
+    warning = next(w for w in run.auto.warnings if "larger than blob_size_ranges" in w)
+    assert "50% of them lie outside it" in warning and "still followed" in warning
+    assert "not tracked" not in warning
+    assert (run.result.assignment >= 0).all(axis=1).mean() > 0.9  # both animals, nearly every frame

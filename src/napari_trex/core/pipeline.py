@@ -91,12 +91,19 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
         if too_large:
             # noise specks then fill the range and the counts: the warnings below would
             # blame the number of animals (the flies at cm_per_pixel = 1 got "more animals")
+            # what that means depends on how many still fit (flies of different sizes: most):
+            # the tracker follows an animal up to the merge size learnt from those that fit
+            outside = float(np.mean(~in_range(largest)))
+            what = ("the animals are not tracked" if outside > 0.95 or auto.merged_area_px <= 0 else
+                    f"{outside:.0%} of them lie outside it; animals are still followed up to "
+                    f"{auto.merged_area_px:.0f} px (from those inside), larger blobs are taken for "
+                    "several animals touching")
             auto.warnings.append(
                 f"the {n} largest blobs of the sampled frames are typically "
                 f"{typical_px * px_area:.4g} cm² ({typical_px:.0f} px at "
                 f"{settings.pixel_size_cm(width):.3g} cm per px), larger than blob_size_ranges "
-                f"{[list(r) for r in settings.blob_size_ranges]} cm² allows: the animals are not "
-                "tracked. Check cm_per_pixel, widen blob_size_ranges, or set auto_minmax_size = true")
+                f"{[list(r) for r in settings.blob_size_ranges]} cm² allows: {what}. "
+                "Check cm_per_pixel, widen blob_size_ranges, or set auto_minmax_size = true")
         elif share < 0.5:
             typical = f"{typical_px * px_area:.3g} cm²" if len(largest) else "none found"
             auto.warnings.append(
