@@ -267,22 +267,6 @@ def difference_image(frame: np.ndarray, background: np.ndarray, params: Detectio
     return np.where(background > frame, background - frame, 0).astype(np.uint8)
 
 
-def blob_ids(ys: np.ndarray, xs: np.ndarray, labels: np.ndarray, run_start: np.ndarray,
-             run_end: np.ndarray, n: int) -> np.ndarray:
-    """TRex's deterministic blob id: (mid-x of the first line) << 20 | (its y & 0xFFF) << 8 |
-    (number of horizontal lines & 0xFF), from pixels given in raster order."""
-    first = np.zeros(n + 1, np.int64)
-    _, idx = np.unique(labels, return_index=True)
-    first[labels[idx]] = idx
-    end_idx = np.flatnonzero(run_end)
-    _, first_end = np.unique(labels[end_idx], return_index=True)
-    ends = np.zeros(n + 1, np.int64)
-    ends[labels[end_idx[first_end]]] = end_idx[first_end]
-    line_count = np.bincount(labels[run_start], minlength=n + 1)
-    mid_x = (xs[first] + xs[ends]) // 2
-    return (mid_x.astype(np.int64) << 20) | ((ys[first].astype(np.int64) & 0xFFF) << 8) | (line_count & 0xFF)
-
-
 def region_properties(labels: np.ndarray, n: int, diff: np.ndarray, y_offset: int = 0,
                       x_offset: int = 0) -> dict[str, np.ndarray]:
     """Area, centroid, orientation, axes, mean difference, bounding box and TRex blob id of
@@ -318,6 +302,15 @@ def _properties(flat: np.ndarray, lab: np.ndarray, n: int, values: np.ndarray, w
     y1 = np.zeros(n + 1, np.int64)
     x0 = np.zeros(n + 1, np.int64)
     x1 = np.zeros(n + 1, np.int64)
+    # TRex's deterministic blob id: (mid-x of the first line) << 20 | (its y & 0xFFF) << 8 |
+    # (number of horizontal lines & 0xFF); lines are runs of consecutive pixels in a row
+    run_start = np.ones_like(flat, dtype=bool)
+    run_start[1:] = flat[1:] != flat[:-1] + 1
+    run_start |= xs == 0
+    run_end = np.ones_like(flat, dtype=bool)
+    run_end[:-1] = (flat[:-1] + 1 != flat[1:]) | (xs[:-1] == width - 1)  # lines end at the edge
+    first = np.zeros(n + 1, np.int64)  # a label's first pixel and the first line end after it
+    ends = np.zeros(n + 1, np.int64)
     present = counts > 0
     if present.any():
         s = starts[present]
@@ -327,13 +320,16 @@ def _properties(flat: np.ndarray, lab: np.ndarray, n: int, values: np.ndarray, w
         y1[idx] = np.maximum.reduceat(ys_o, s) + 1
         x0[idx] = np.minimum.reduceat(xs_o, s)
         x1[idx] = np.maximum.reduceat(xs_o, s) + 1
-    # horizontal lines (runs) for TRex's blob ids
-    run_start = np.ones_like(flat, dtype=bool)
-    run_start[1:] = flat[1:] != flat[:-1] + 1
-    run_start |= xs == 0
-    run_end = np.ones_like(flat, dtype=bool)
-    run_end[:-1] = (flat[:-1] + 1 != flat[1:]) | (xs[:-1] == width - 1)  # lines end at the edge
-    ids = blob_ids(ys + y_offset, xs + x_offset, lab, run_start, run_end, n)
+        first[idx] = order[s]
+        end_at = np.flatnonzero(run_end[order])
+        k = np.searchsorted(end_at, s)
+        inside = k < len(end_at)
+        inside[inside] = end_at[k[inside]] < (s + counts[present])[inside]
+        ends[idx[inside]] = order[end_at[k[inside]]]
+    line_count = np.bincount(lab[run_start], minlength=n + 1)
+    mid_x = (xs[first] + x_offset + xs[ends] + x_offset) // 2
+    ids = (mid_x.astype(np.int64) << 20) | (((ys[first] + y_offset).astype(np.int64) & 0xFFF) << 8) \
+        | (line_count & 0xFF)
     return {"x": cx[1:] + x_offset, "y": cy[1:] + y_offset, "area": area[1:], "angle": angle[1:],
             "major": major[1:], "minor": minor[1:], "intensity": intensity[1:],
             "y0": y0[1:] + y_offset, "x0": x0[1:] + x_offset, "y1": y1[1:] + y_offset,
@@ -468,9 +464,10 @@ class _Lines:
             # straight away: its row pointer is the running count, no conversion from triplets)
             ends = np.cumsum(count)
             offset = np.arange(ends[-1]) - np.repeat(ends - count, count)
-            other = np.repeat(lo, count) + offset
-            graph = csr_matrix((np.ones(len(other), np.int8), other, np.concatenate([[0], ends])),
-                               shape=(lines, lines))
+            other = (np.repeat(lo, count) + offset).astype(np.int32)
+            # float64 weights and int32 indices: what csgraph works on, so it copies nothing
+            graph = csr_matrix((np.ones(len(other)), other,
+                                np.concatenate([[0], ends]).astype(np.int32)), shape=(lines, lines))
             self.n, component = connected_components(graph, directed=False)
             # number blobs by their first line in raster order (as a label image would)
             first_line = np.full(self.n, lines, np.int64)
@@ -705,11 +702,12 @@ def split_blob(crop: np.ndarray, top: int, left: int, k: int, threshold: int,
         order = np.argsort(areas)[::-1][:k]
         if areas[order[-1]] / areas[order[0]] < min_ratio:
             continue
-        cores = np.zeros_like(labels)
-        for new_label, old in enumerate(order, start=1):
-            cores[labels == old + 1] = new_label
+        lookup = np.zeros(n + 1, labels.dtype)
+        lookup[order + 1] = np.arange(1, k + 1)
+        cores = lookup[labels]
         # every pixel of the blob goes to the nearest core (even parts, unlike intensity)
-        _, (iy, ix) = ndimage.distance_transform_edt(cores == 0, return_indices=True)
+        iy, ix = ndimage.distance_transform_edt(cores == 0, return_distances=False,
+                                                return_indices=True)
         grown = np.where(blob, cores[iy, ix], 0)
         parts = region_properties(grown, k, crop, top, left)
         if _lopsided(parts["area"], min_ratio):
