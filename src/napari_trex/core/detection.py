@@ -309,7 +309,9 @@ def _properties(flat: np.ndarray, lab: np.ndarray, n: int, values: np.ndarray, w
     run_start |= xs == 0
     run_end = np.ones_like(flat, dtype=bool)
     run_end[:-1] = (flat[:-1] + 1 != flat[1:]) | (xs[:-1] == width - 1)  # lines end at the edge
-    first = np.zeros(n + 1, np.int64)  # a label's first pixel and the first line end after it
+    # a label's first pixel and its first line end (the first pixel of all where it has none,
+    # as the ids of earlier versions had it)
+    first = np.zeros(n + 1, np.int64)
     ends = np.zeros(n + 1, np.int64)
     present = counts > 0
     if present.any():
@@ -327,7 +329,7 @@ def _properties(flat: np.ndarray, lab: np.ndarray, n: int, values: np.ndarray, w
         inside[inside] = end_at[k[inside]] < (s + counts[present])[inside]
         ends[idx[inside]] = order[end_at[k[inside]]]
     line_count = np.bincount(lab[run_start], minlength=n + 1)
-    mid_x = (xs[first] + x_offset + xs[ends] + x_offset) // 2
+    mid_x = (xs[first] + xs[ends]) // 2 + x_offset
     ids = (mid_x.astype(np.int64) << 20) | (((ys[first] + y_offset).astype(np.int64) & 0xFFF) << 8) \
         | (line_count & 0xFF)
     return {"x": cx[1:] + x_offset, "y": cy[1:] + y_offset, "area": area[1:], "angle": angle[1:],
