@@ -114,6 +114,41 @@ def test_neighbours_are_blanked_out_of_the_crop():
     assert crop[36:, :].max() == 0
 
 
+def test_a_clump_is_divided_between_its_animals_along_their_bodies():
+    from napari_trex.core.identification.samples import nearest_body
+
+    # a T: B's head touches A's flank. Just inside B's head the pixel is nearer A's centre
+    # (7 px against 18 px), yet it lies within B's outline and outside A's
+    bodies = np.array([[50.0, 50.0, 0.0, 40.0, 10.0], [50.0, 75.0, np.pi / 2, 40.0, 10.0]])
+    x, y = np.array([50.0, 40.0, 50.0]), np.array([57.0, 50.0, 90.0])
+    assert nearest_body(x, y, bodies).tolist() == [1, 0, 1]
+
+
+def test_the_crop_of_a_split_part_shows_its_animal_not_the_neighbour_it_touches():
+    frame = _animal(0.0) + _animal(0.0, centre=(60.0, 70.0)) * 2.0  # a dim and a bright one
+    params = SampleParams(size=(48, 48), threshold=15)
+    bodies = np.array([[60.0, 60.0, 0.0, 36.0, 10.0], [60.0, 70.0, 0.0, 36.0, 10.0]])
+    whole = crop_sample(frame, 60, 60, 0.0, params)
+    part = crop_sample(frame, 60, 60, 0.0, params, bodies=bodies)
+    alone = crop_sample(_animal(0.0), 60, 60, 0.0, params)
+    assert whole.max() > 160  # the clump: the bright neighbour is in the crop ...
+    assert part.max() <= alone.max()  # ... the part: it is not ...
+    assert (part > 0).sum() > 0.8 * (alone > 0).sum()  # ... and most of the animal is
+
+
+def test_a_part_with_no_motion_to_point_it_is_predicted_both_ways_round():
+    from napari_trex.core.identification.network import predict_either_way
+
+    model = IdentityNetwork(3, (24, 16))
+    images = np.random.default_rng(0).integers(0, 255, (5, 16, 24), dtype=np.uint8)
+    turned = np.ascontiguousarray(images[:, ::-1, ::-1])
+    one_way = network.predict(model, images, torch.device("cpu"))
+    either = predict_either_way(model, images, torch.device("cpu"))
+    assert np.allclose(either, predict_either_way(model, turned, torch.device("cpu")), atol=1e-3)
+    assert not np.allclose(either, one_way, atol=1e-3)
+    assert np.allclose(either.sum(axis=1), 1.0, atol=1e-3)
+
+
 def test_sample_budget_caps_images_per_identity():
     counts = np.array([1000, 3000, 2000])
     assert class_cap(counts, (80, 80), 2.0) == math.ceil(1000 + 0.65 * 2000)
@@ -994,6 +1029,29 @@ def test_without_a_global_segment_each_tracklet_is_named_from_tracklet_pairs(fou
     # loaded weights are checked on the best global segment: without one, a clear refusal
     with pytest.raises(NapariTrexError, match="no global segment"):
         identify(crowded, video, settings, weights=result.model)
+
+
+def test_parts_of_a_resting_pair_are_cut_one_animal_each():
+    from napari_trex.core.identification.pipeline import _Requests
+    from napari_trex.core.identification.samples import cut_samples
+
+    settings = Settings().updated(track_max_individuals=2, cm_per_pixel=1.0, blob_size_ranges=[[40, 120]],
+                                  track_max_speed=100.0, average_samples=200, averaging_method="min")
+    frames = disk_frames(resting_pair())
+    run = track_video(ArrayVideo(frames, fps=10), settings)
+    requests = _Requests(run)
+    touching = np.flatnonzero(requests.frames == 30)
+    rows = requests.rows(touching)
+    assert len(rows) == 2 and all(r[8] is not None and len(r[8]) == 2 for r in rows)
+    apart = requests.rows(np.flatnonzero(requests.frames == 5))
+    assert all(r[8] is None for r in apart)  # whole blobs need no dividing
+    params = SampleParams(size=(32, 32), threshold=15, normalization="none")
+    video = ArrayVideo(frames, fps=10)
+    cut = cut_samples(video, run.background, rows, params)
+    uncut = cut_samples(video, run.background, [r[:8] for r in rows], params)
+    for one, both in zip(cut.images, uncut.images):
+        # the clump holds two disks of ~80 px each; each part's crop about one of them
+        assert 0.3 * (both > 0).sum() < (one > 0).sum() < 0.7 * (both > 0).sum()
 
 
 def test_animals_resting_side_by_side_are_learnt_from_while_they_touch():

@@ -164,6 +164,17 @@ def predict(model: IdentityNetwork, images: np.ndarray, device: torch.device,
     return outputs(model, images, device, lambda logits: torch.softmax(logits, dim=1), batch)
 
 
+def predict_either_way(model: IdentityNetwork, images: np.ndarray, device: torch.device,
+                       batch: int = 1024) -> np.ndarray:
+    """:func:`predict` averaged over each crop and the crop turned round (180 degrees), for
+    crops whose head and tail nothing tells apart: a part of a blob split in one frame has no
+    motion to point it, and its shape points it either way. Averaging over both ways is what
+    the network knows of it; one way alone is a coin toss (one-frame parts of crowded 10 x 3000
+    seed 1: 54 % right by either way alone, 56 % averaged, and the confident ones 70 -> 74 %)."""
+    turned = np.ascontiguousarray(images[:, ::-1, ::-1])
+    return (predict(model, images, device, batch) + predict(model, turned, device, batch)) / 2
+
+
 def outputs(model: IdentityNetwork, images: np.ndarray, device: torch.device,
             then: Callable[[torch.Tensor], torch.Tensor], batch: int = 1024) -> np.ndarray:
     """``then(model(crops))`` for uint8 crops (M, H, W), in batches under inference mode."""

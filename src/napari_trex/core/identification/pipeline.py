@@ -29,7 +29,7 @@ from .assignment import (TrackletIdentities, assign_identities, hidden_positions
                          split_suspicious_tracklets)
 from . import pairs
 from .network import (IdentityNetwork, choose_device, configure_cpu_threads, describe_device, seeded,
-                      load_weights, place, predict)
+                      load_weights, place, predict, predict_either_way)
 from .samples import (Samples, automatic_params, check_holdout, class_cap, cut_samples, holdout_split,
                       images_within, regular_subsample)
 from .training import (ACCEPT_SHARE_OF_BEST, TrainingConfig, UnitResult, label_candidate, train_unit_events,
@@ -101,10 +101,26 @@ class _Requests:
         det_rows = r.assignment[f, s]
         x, y = r.detections["x"][det_rows], r.detections["y"][det_rows]
         lab = np.broadcast_to(np.asarray(labels), f.shape)
-        return [(int(a), int(b), int(c), float(d), float(e), float(h), int(g), bool(k))
-                for a, b, c, d, e, h, g, k in zip(f, s, self.tracklet[index], x, y,
-                                                  self.heading[det_rows], lab,
-                                                  ~self.decided[det_rows])]
+        return [(int(a), int(b), int(c), float(d), float(e), float(h), int(g), bool(k),
+                 self._bodies(int(a), int(row)))
+                for a, b, c, d, e, h, g, k, row in zip(f, s, self.tracklet[index], x, y,
+                                                       self.heading[det_rows], lab,
+                                                       ~self.decided[det_rows], det_rows)]
+
+    def _bodies(self, frame: int, row: int) -> np.ndarray | None:
+        """For a split part: (x, y, angle, major, minor) of it and of the other parts of its
+        frame close enough to be of the same clump (centres within 1.2 x their half-lengths
+        together), for :func:`~.samples.crop_sample`; None for a whole blob."""
+        det = self.run.result.detections
+        if not det["split"][row]:
+            return None
+        here = det.rows(frame)
+        rows = np.arange(here.start, here.stop)
+        rows = rows[det["split"][rows].astype(bool) & (rows != row)]
+        reach = 1.2 * (det["major"][row] + det["major"][rows]) / 2
+        rows = rows[np.hypot(det["x"][rows] - det["x"][row], det["y"][rows] - det["y"][row]) <= reach]
+        return np.column_stack([det[c][np.concatenate([[row], rows])]
+                                for c in ("x", "y", "angle", "major", "minor")]).astype(float)
 
     def body_length(self) -> float:
         """The animals' length in px: the 90th percentile of the major axes of the whole blobs
@@ -478,14 +494,15 @@ def identify_events(
         all_frames.append(block.frame)
     # the clean parts of animals split at contacts: one image each, too few for the network to
     # name them, but a vote in the retrack of the gaps between named tracklets (crowded 10 x
-    # 3000: +1 point right; realistic 8 x 3000 seed 2: +0.27)
+    # 3000: +1 point right; realistic 8 x 3000 seed 2: +0.27). Each is cut to its own body in
+    # the clump (see _bodies) and, with no motion to point it, voted on both ways round
     parts = requests.parts()
     for a in range(0, len(parts.frames), block_size):
         block = yield from progress_events(
             cut_samples, video, run.background,
             parts.rows(np.arange(a, min(a + block_size, len(parts.frames)))), params, should_stop,
             stage="images", message="cutting images of animals split at contacts")
-        all_probs.append(predict(model, block.images, device))
+        all_probs.append(predict_either_way(model, block.images, device))
         all_tracklets.append(block.tracklet)
         all_frames.append(block.frame)
     probs = np.concatenate(all_probs) if all_probs else np.empty((0, n))

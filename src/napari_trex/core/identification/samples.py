@@ -78,11 +78,16 @@ def automatic_params(size: tuple[int, int], scale: float, body_length_px: float,
 
 
 def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: SampleParams,
-                by_shape: bool = False) -> np.ndarray:
+                by_shape: bool = False, bodies: np.ndarray | None = None) -> np.ndarray:
     """The normalised crop of the animal centred at (x, y) whose head points at ``heading``.
 
     Only the connected foreground around the centre is kept (other animals nearby are
     blanked), then one affine resampling shifts, rotates and scales it into the crop.
+
+    ``bodies``: for a part of a blob split at a contact, rows (x, y, angle, major, minor) of
+    this part first and of the other parts of its blob after. The connected foreground is
+    then the whole clump, so of it only the pixels nearer to this part's body than to any
+    other's are kept (:func:`nearest_body`): the crop shows the animal, not its neighbours.
     """
     width, height = params.size
     reach = int(np.ceil(np.hypot(width, height) / 2 / params.scale)) + 2
@@ -102,6 +107,12 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
             dist = ndimage.distance_transform_edt(labels == 0, return_indices=True)[1]
             centre = labels[dist[0][int(round(cy)), int(round(cx))], dist[1][int(round(cy)), int(round(cx))]]
         window = np.where(labels == centre, window, 0)
+        if bodies is not None and len(bodies) > 1:
+            ys, xs = np.nonzero(window)
+            others = nearest_body(xs + left, ys + top, bodies) != 0
+            window[ys[others], xs[others]] = 0
+            if (~others).sum() >= 3:  # centred and turned by what is left of the animal
+                x, y, heading = _recentred(xs[~others] + left, ys[~others] + top, heading)
     else:
         window[:] = 0
     # output (row, col) -> input (row, col): the output's +x axis runs along the heading
@@ -116,6 +127,29 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
     if by_shape and params.rotate and _skew_along_x(out) > 0:
         out = out[::-1, ::-1]  # heavier end to the left: turn it round, as every crop of it
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _recentred(x: np.ndarray, y: np.ndarray, heading: float) -> tuple[float, float, float]:
+    """Centre and major axis of pixels (x, y), the axis pointing the way of ``heading``."""
+    mx, my = float(x.mean()), float(y.mean())
+    dx, dy = x - mx, y - my
+    angle = 0.5 * np.arctan2(2 * (dx * dy).mean(), (dx * dx).mean() - (dy * dy).mean())
+    if np.cos(angle - heading) < 0:
+        angle += np.pi
+    return mx, my, float(angle)
+
+
+def nearest_body(x: np.ndarray, y: np.ndarray, bodies: np.ndarray) -> np.ndarray:
+    """Index of the body (rows x, y, angle, major, minor) each pixel (x, y) lies nearest to,
+    measured in body shapes: along each body's major axis in halves of its length, across in
+    halves of its width. Two animals lying side by side or head to flank divide their clump
+    along their outlines, not along the straight line half-way between their centres."""
+    cx, cy, angle, major, minor = (np.asarray(bodies, float)[:, k, None] for k in range(5))
+    dx, dy = x[None] - cx, y[None] - cy
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = dx * c + dy * s, -dx * s + dy * c
+    r = np.hypot(u / np.maximum(major / 2, 1.0), v / np.maximum(minor / 2, 1.0))
+    return np.argmin(r, axis=0)
 
 
 def _skew_along_x(crop: np.ndarray) -> float:
@@ -167,8 +201,9 @@ def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple],
                 params: SampleParams, should_stop: Callable[[], bool] | None = None,
                 progress: Callable[..., None] | None = None,
                 message: str = "cutting image samples") -> Samples:
-    """Cut crops for ``(frame, slot, tracklet, x, y, heading, label[, by_shape])`` requests in
-    one pass (``by_shape``: head and tail from the crop's shape, for resting animals).
+    """Cut crops for ``(frame, slot, tracklet, x, y, heading, label[, by_shape[, bodies]])``
+    requests in one pass (``by_shape``: head and tail from the crop's shape, for resting
+    animals; ``bodies``: the parts of a split clump, see :func:`crop_sample`).
 
     Frames are visited in increasing order; runs of nearby frames are decoded sequentially,
     isolated ones are read directly, so the cost follows the frames actually needed.
@@ -193,7 +228,8 @@ def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple],
             for k in by_frame[index]:
                 x, y, heading = reqs[k][3:6]
                 by_shape = len(reqs[k]) > 7 and bool(reqs[k][7])
-                images[k] = crop_sample(diff, x, y, heading, params, by_shape)
+                bodies = reqs[k][8] if len(reqs[k]) > 8 else None
+                images[k] = crop_sample(diff, x, y, heading, params, by_shape, bodies)
             done += 1
             if progress is not None and (done % 25 == 0 or done == len(frames)):
                 progress(done, len(frames), message)
