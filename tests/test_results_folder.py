@@ -344,6 +344,7 @@ def test_lengths_say_what_they_rest_on_until_calibrated(video, tmp_path, capsys)
     assert main(["track", str(video), "-o", str(tmp_path / "a"), *COMMON]) == 0
     out = capsys.readouterr().out
     assert "cm_per_pixel is 0: the frame is assumed 30 cm wide" in out and "px per frame" in out
+    assert "--set cm_per_pixel=" in out  # the way to calibrate here
     assert main(["export", str(tmp_path / "a")]) == 0
     assert "ASSUMED" in capsys.readouterr().out
     assert main(["track", str(video), "-o", str(tmp_path / "b"), *COMMON,

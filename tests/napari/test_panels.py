@@ -206,5 +206,7 @@ def test_the_panel_says_what_lengths_rest_on_until_calibrated(tracking_panel):
     viewer, panel = tracking_panel
     panel.update_preview()
     assert "cm_per_pixel is 0" in panel.units.value and "px per frame" in panel.units.value
+    # the way to calibrate that the panel offers, not a command-line option
+    assert "calibration line" in panel.units.value and "--set" not in panel.units.value
     panel.form.field("cm_per_pixel").value = 0.05
     assert "calibrated" in panel.units.value

@@ -185,9 +185,15 @@ def _animal_areas(areas_per_frame: list[np.ndarray], n_individuals: int) -> np.n
     return pooled[pooled > cut]
 
 
-def units_notice(settings: Settings, width_px: int, fps: float) -> str:
+CALIBRATE_ON_THE_COMMAND_LINE = ("calibrate with --set cm_per_pixel=... (or the Corrections "
+                                 "panel's calibration line in napari)")
+
+
+def units_notice(settings: Settings, width_px: int, fps: float,
+                 how_to_calibrate: str = CALIBRATE_ON_THE_COMMAND_LINE) -> str:
     """What every length and speed rests on while ``cm_per_pixel`` is 0 (TRex then assumes the
-    frame is ``meta_real_width`` cm wide); empty once calibrated."""
+    frame is ``meta_real_width`` cm wide); empty once calibrated. ``how_to_calibrate``: the
+    way where the notice is read (the command line's by default; the panel names its own)."""
     if settings.cm_per_pixel > 0:
         return ""
     cm = settings.meta_real_width / width_px
@@ -195,8 +201,7 @@ def units_notice(settings: Settings, width_px: int, fps: float) -> str:
     return (f"cm_per_pixel is 0: the frame is assumed {settings.meta_real_width:g} cm wide "
             f"(meta_real_width), {cm:.4g} cm per pixel, so track_max_speed "
             f"{settings.track_max_speed:g} cm/s is {speed_px:.1f} px per frame and exported cm "
-            "rest on the same guess; calibrate with --set cm_per_pixel=... (or the Corrections "
-            "panel's calibration line)")
+            f"rest on the same guess; {how_to_calibrate}")
 
 
 def frame_times(video: Video, settings: Settings) -> tuple[float, np.ndarray]:

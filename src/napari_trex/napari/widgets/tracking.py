@@ -255,7 +255,9 @@ class TrackingWidget(JobPanel, Container):
             self.units.value = ""
             return
         fps = settings.frame_rate or video.info.fps or 25.0
-        notice = units_notice(settings, video.frame_shape[1], fps)
+        notice = units_notice(settings, video.frame_shape[1], fps,
+                              "calibrate: draw a line over something of known length with the "
+                              "Corrections panel's calibration line, or type cm_per_pixel below")
         self.units.value = f"⚠ {notice}" if notice else \
             f"{settings.cm_per_pixel:g} cm per pixel (calibrated)"
 
