@@ -267,6 +267,17 @@ def difference_image(frame: np.ndarray, background: np.ndarray, params: Detectio
     return np.where(background > frame, background - frame, 0).astype(np.uint8)
 
 
+def ellipse_radius(x: np.ndarray, y: np.ndarray, cx: np.ndarray, cy: np.ndarray,
+                   angle: np.ndarray, major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """How far points (x, y) lie from a blob's centre in units of its ellipse (half its major
+    axis along ``angle``, half its minor axis across; at least 1 px each): 1 on the outline,
+    below 1 inside. Broadcasts over points and blobs."""
+    c, s = np.cos(angle), np.sin(angle)
+    dx, dy = x - cx, y - cy
+    u, v = dx * c + dy * s, -dx * s + dy * c  # along the major, the minor axis
+    return np.hypot(u / np.maximum(major / 2, 1.0), v / np.maximum(minor / 2, 1.0))
+
+
 def region_properties(labels: np.ndarray, n: int, diff: np.ndarray, y_offset: int = 0,
                       x_offset: int = 0) -> dict[str, np.ndarray]:
     """Area, centroid, orientation, axes, mean difference, bounding box and TRex blob id of

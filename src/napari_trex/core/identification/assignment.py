@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..detection import ellipse_radius
 from ..tracking import TrackingResult
 from ..tracklets import IDENTITY_CHANGED, Tracklets
 
@@ -406,9 +407,7 @@ def _inside_blob(det, row: int, p: np.ndarray) -> np.ndarray:
     """``p`` moved along the line to the blob's centre onto the blob's ellipse (half its major
     and minor axes, at its angle) if it lies outside; unchanged inside."""
     centre = np.array([det["x"][row], det["y"][row]])
-    c, s = np.cos(det["angle"][row]), np.sin(det["angle"][row])
-    u, v = (p - centre) @ np.array([[c, -s], [s, c]])  # along the major, the minor axis
-    r = np.hypot(u / max(det["major"][row] / 2, 1.0), v / max(det["minor"][row] / 2, 1.0))
+    r = float(ellipse_radius(p[0], p[1], *(det[c][row] for c in ("x", "y", "angle", "major", "minor"))))
     return p if r <= 1 else centre + (p - centre) / r
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..detection import absolute_difference
+from ..detection import absolute_difference, ellipse_radius, region_properties
 from ..errors import Cancelled
 from ..video import Video
 
@@ -112,7 +112,11 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
             others = nearest_body(xs + left, ys + top, bodies) != 0
             window[ys[others], xs[others]] = 0
             if (~others).sum() >= 3:  # centred and turned by what is left of the animal
-                x, y, heading = _recentred(xs[~others] + left, ys[~others] + top, heading)
+                own = np.zeros(window.shape, np.int32)
+                own[ys[~others], xs[~others]] = 1
+                props = region_properties(own, 1, window, top, left)
+                x, y, axis = float(props["x"][0]), float(props["y"][0]), float(props["angle"][0])
+                heading = axis if np.cos(axis - heading) >= 0 else axis + np.pi
     else:
         window[:] = 0
     # output (row, col) -> input (row, col): the output's +x axis runs along the heading
@@ -129,27 +133,13 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _recentred(x: np.ndarray, y: np.ndarray, heading: float) -> tuple[float, float, float]:
-    """Centre and major axis of pixels (x, y), the axis pointing the way of ``heading``."""
-    mx, my = float(x.mean()), float(y.mean())
-    dx, dy = x - mx, y - my
-    angle = 0.5 * np.arctan2(2 * (dx * dy).mean(), (dx * dx).mean() - (dy * dy).mean())
-    if np.cos(angle - heading) < 0:
-        angle += np.pi
-    return mx, my, float(angle)
-
-
 def nearest_body(x: np.ndarray, y: np.ndarray, bodies: np.ndarray) -> np.ndarray:
     """Index of the body (rows x, y, angle, major, minor) each pixel (x, y) lies nearest to,
     measured in body shapes: along each body's major axis in halves of its length, across in
     halves of its width. Two animals lying side by side or head to flank divide their clump
     along their outlines, not along the straight line half-way between their centres."""
-    cx, cy, angle, major, minor = (np.asarray(bodies, float)[:, k, None] for k in range(5))
-    dx, dy = x[None] - cx, y[None] - cy
-    c, s = np.cos(angle), np.sin(angle)
-    u, v = dx * c + dy * s, -dx * s + dy * c
-    r = np.hypot(u / np.maximum(major / 2, 1.0), v / np.maximum(minor / 2, 1.0))
-    return np.argmin(r, axis=0)
+    columns = (np.asarray(bodies, float)[:, k, None] for k in range(5))
+    return np.argmin(ellipse_radius(x[None], y[None], *columns), axis=0)
 
 
 def _skew_along_x(crop: np.ndarray) -> float:
