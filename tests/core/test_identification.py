@@ -1073,3 +1073,39 @@ def test_animals_resting_side_by_side_are_learnt_from_while_they_touch():
     assert split[26:45].all()  # touching: every position there is a part of a split blob
     assert {(f, s) for f in range(26, 45) for s in (0, 1)} <= eligible
     assert (25, 0) not in eligible and (25, 1) not in eligible
+
+
+def test_animals_resting_side_by_side_keep_their_identities_through_confidently_wrong_votes():
+    """Two animals rest side by side for 2.4 s (longer than one retrack window: chains decide).
+    The tracker splits their blob anew every frame, and the cut wavers: now and then both
+    parts' centres jump 5-8 px, a third of the distance between the animals, and back. There
+    the network, seeing the neighbour in the part's crop, votes 0.84-0.94 for the wrong animal.
+    Swapping the parts would cost several times more movement than keeping them: each part
+    follows its animal, and the votes do not name a stretch of the contact after the neighbour
+    (the places and votes of realistic 8 x 3000 seed 3, frames 906-922, which lost 8 frames)."""
+    wavering = [((307, 203), (301, 183)), ((307, 203), (301, 183)), ((312, 207), (302, 191)),
+                ((312, 206), (301, 190)), ((313, 207), (302, 191)), ((307, 204), (301, 183)),
+                ((312, 206), (301, 189)), ((312, 206), (301, 190)), ((312, 206), (301, 190)),
+                ((313, 206), (301, 190)), ((315, 206), (302, 191)), ((313, 207), (302, 191)),
+                ((311, 208), (301, 191)), ((306, 203), (301, 184)), ((311, 205), (300, 190)),
+                ((305, 201), (300, 184)), ((300, 203), (303, 185))]
+    steady = ((313, 207), (302, 191))
+    spans = [(0, 0, 49), (1, 0, 49)]
+    spans += [(s, f, f) for f in range(50, 110) for s in (0, 1)]
+    spans += [(0, 110, 159), (1, 110, 159)]
+    result = _result(spans)
+    det, rows = result.detections, result.assignment
+    det["major"][:] = 30.0
+    for f in range(160):
+        places = wavering[f - 70] if 70 <= f < 70 + len(wavering) else steady
+        for s in (0, 1):
+            det["x"][rows[f, s]], det["y"][rows[f, s]] = places[s]
+    votes = {75: .84, 83: .89, 85: .94}  # for animal 0, on animal 1's part
+    parts = [next(k for k, (s, a, _) in enumerate(spans) if s == 1 and a == f) for f in votes]
+    groups = np.r_[np.repeat([0, 1, len(spans) - 2, len(spans) - 1], 10), parts]
+    probs = np.r_[np.repeat([[.9, .1], [.1, .9], [.9, .1], [.1, .9]], 10, axis=0),
+                  [[v, 1 - v] for v in votes.values()]]
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=750.0)
+    wrong = [(a, slot) for k, (slot, a, _) in enumerate(spans) if ids.identity[k] != slot]
+    assert wrong == []
+    assert {ids.source[k] for k, (_, a, b) in enumerate(spans) if a == b} == {"inferred"}
