@@ -446,6 +446,8 @@ def _links(d: np.ndarray, reach: float) -> dict[int, int]:
     costs several times more than keeping them; judged on the matching only, crowds where
     animals move farther than they lie apart were linked too readily."""
     m, n = d.shape
+    if not np.isfinite(reach):  # no speed limit: leaving a piece alone costs more than any link
+        reach = 2.0 * float(d.max(initial=0.0)) + 1.0
     cost = np.zeros((m + n, n + m))
     cost[:m, :n] = np.where(d <= reach, d, np.inf)
     cost[:m, n:] = np.where(np.eye(m, dtype=bool), reach, np.inf)  # ends without partner
