@@ -41,7 +41,9 @@ Where napari-trex differs, and why:
   trusted while an animal that was not found this frame was last seen near it
   (:data:`LOST_NEARBY`: it may lie hidden under the part). The animal is still tracked, one
   doubtful frame does not cut the rest of a long contact into one-frame tracklets, and no
-  tracklet carries a possible swap out of the contact.
+  tracklet carries a possible swap out of the contact. While a contact lasts, the blob is
+  divided between where the slots predict their animals first (TRex raises the threshold in
+  every frame, whose cut wavers between animals resting side by side).
 * **Ambiguous matches end tracklets**: another blob was almost as likely for this slot
   (``≥ track_ambiguity_ratio`` of its probability), or another slot almost as likely for this
   blob: a near-crossing. TRex keeps going there and sometimes swaps identities inside a
@@ -118,6 +120,10 @@ RETURN_APART = 0.9
 #: ... and, for every part, no slot that found nothing this frame was last seen within this many
 #: animal sizes of it: a lost animal may lie hidden under the part (one part, two animals).
 LOST_NEARBY = 3.0
+#: A slot whose recent whole blobs were at least this factor of the population's typical animal
+#: may never have been seen alone (a pair that touched from the first frame): its prediction is
+#: the pair's centre, no seed for one animal (see ``_split``).
+PAIR_AREA = 1.6
 
 
 @dataclass(frozen=True)
@@ -401,8 +407,17 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                 else:
                     k = max(2, int(round(blobs.area[b] / params.reference_area))) \
                         if params.reference_area > 0 else 2
+                # a contact that goes on: every animal inside was in one in the last frame, none
+                # may be a pair never seen apart (PAIR_AREA), and the blob holds no animal
+                # nobody claims (its area fits the claimants'); then the predictions divide it
+                # (see _split)
+                lasting = len(claimants) >= 2 and bool((last_contact[claimants] == t - 1).all()) \
+                    and params.reference_area > 0 \
+                    and bool((typical_area[claimants] < PAIR_AREA * params.reference_area).all()) \
+                    and (1 - MAX_OVERLAP) * typical_area[claimants].sum() <= blobs.area[b] \
+                    <= ONE_ANIMAL_GROWTH * typical_area[claimants].sum()
                 parts = _split(detections, int(blobs.row[b]), base, k, params,
-                               pred[inside] if len(claimants) >= 2 else None)
+                               pred[inside] if len(claimants) >= 2 else None, lasting)
                 blobs.alive[b] = False
                 if parts is None:  # several animals in one blob, no way to tell them apart
                     excluded[claimants] = True
@@ -592,17 +607,25 @@ def _time_term(params: TrackingParams, recent: np.ndarray, lost: np.ndarray, now
 
 
 def _split(detections: Detections | StreamedDetections, row: int, base: int, k: int,
-           params: TrackingParams,
-           seeds: np.ndarray | None) -> dict[str, np.ndarray] | None:
+           params: TrackingParams, seeds: np.ndarray | None,
+           lasting: bool = False) -> dict[str, np.ndarray] | None:
     """Split the blob in detection ``row`` into ``k`` animals: raise the threshold, or (with the
-    predicted positions as ``seeds``) from them; None if it cannot be done."""
+    predicted positions as ``seeds``) from them; None if it cannot be done.
+
+    In a ``lasting`` contact the predictions come first. Raising the threshold follows the
+    darker seam between two bodies, but for animals resting side by side it cuts anew each
+    frame along a line that wavers, and their tracklets broke into one-frame pieces; the
+    predictions come from the last frame's parts, and dividing the blob between them keeps
+    each part on its animal frame after frame.
+    """
     if row >= base or row not in detections.pixels:
         return None
     top, left, crop = detections.pixels[row]
-    parts = None
-    if params.split:
+    fill = params.split_fill and seeds is not None
+    parts = split_blob_fill(crop, top, left, seeds) if fill and lasting else None
+    if parts is None and params.split:
         parts = split_blob(crop, top, left, k, params.split_threshold, params.split_global_shrink)
-    if parts is None and params.split_fill and seeds is not None:
+    if parts is None and fill and not lasting:
         parts = split_blob_fill(crop, top, left, seeds)
     return parts
 
