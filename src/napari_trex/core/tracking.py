@@ -41,9 +41,9 @@ Where napari-trex differs, and why:
   trusted while an animal that was not found this frame was last seen near it
   (:data:`LOST_NEARBY`: it may lie hidden under the part). The animal is still tracked, one
   doubtful frame does not cut the rest of a long contact into one-frame tracklets, and no
-  tracklet carries a possible swap out of the contact. While a contact lasts, the blob is
-  divided between where the slots predict their animals first (TRex raises the threshold in
-  every frame, whose cut wavers between animals resting side by side).
+  tracklet carries a possible swap out of the contact. While animals rest in a lasting contact,
+  the blob is divided between where the slots predict them first (TRex raises the threshold
+  in every frame, whose cut wavers between animals resting side by side).
 * **Ambiguous matches end tracklets**: another blob was almost as likely for this slot
   (``≥ track_ambiguity_ratio`` of its probability), or another slot almost as likely for this
   blob: a near-crossing. TRex keeps going there and sometimes swaps identities inside a
@@ -408,14 +408,18 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                     k = max(2, int(round(blobs.area[b] / params.reference_area))) \
                         if params.reference_area > 0 else 2
                 # a contact that goes on: every animal inside was in one in the last frame, none
-                # may be a pair never seen apart (PAIR_AREA), and the blob holds no animal
-                # nobody claims (its area fits the claimants'); then the predictions divide it
-                # (see _split)
+                # may be a pair never seen apart (PAIR_AREA), the blob holds no animal nobody
+                # claims (its area fits the claimants'), and they stay put (RETURN_STILL:
+                # animals crossing in contact move through each other, and parts drawn from
+                # the predictions follow the predictions, not the animals); then the
+                # predictions divide it (see _split)
                 lasting = len(claimants) >= 2 and bool((last_contact[claimants] == t - 1).all()) \
                     and params.reference_area > 0 \
                     and bool((typical_area[claimants] < PAIR_AREA * params.reference_area).all()) \
                     and (1 - MAX_OVERLAP) * typical_area[claimants].sum() <= blobs.area[b] \
-                    <= ONE_ANIMAL_GROWTH * typical_area[claimants].sum()
+                    <= ONE_ANIMAL_GROWTH * typical_area[claimants].sum() \
+                    and not any(_moving(pred[i], pred[i], last_pos[slots[i]], typical_area[slots[i]])
+                                for i in np.flatnonzero(inside))
                 parts = _split(detections, int(blobs.row[b]), base, k, params,
                                pred[inside] if len(claimants) >= 2 else None, lasting)
                 blobs.alive[b] = False
