@@ -118,6 +118,10 @@ def main() -> int:
     if not SHARED.is_dir():
         print(f"{SHARED} not found")
         return 1
+    unknown = [key for key in args.only.split(",") if key not in VIDEOS]
+    if unknown:
+        print(f"unknown video(s) {', '.join(unknown)}: choose from {', '.join(VIDEOS)}")
+        return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for key in args.only.split(","):
