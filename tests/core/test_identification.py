@@ -1121,22 +1121,3 @@ def test_animals_resting_side_by_side_keep_their_identities_through_confidently_
     wrong = [(a, slot) for k, (slot, a, _) in enumerate(spans) if ids.identity[k] != slot]
     assert wrong == []
     assert {ids.source[k] for k, (_, a, b) in enumerate(spans) if a == b} == {"inferred"}
-
-
-def test_accumulation_stops_once_every_animal_was_trained_across_the_video():
-    """TRex's second stopping rule: when the tracklets trained for each identity leave less than
-    a quarter of the video out, more segments mostly repeat what the network has seen."""
-    from napari_trex.core.identification.pipeline import trained_everywhere
-    from napari_trex.core.tracklets import Tracklets
-
-    # two animals over frames 0-99: tracklets 0/1 (frames 0-59), 2/3 (60-99)
-    tracklets = Tracklets.from_rows([(0, 0, 0, 59, 0), (1, 1, 0, 59, 0),
-                                     (2, 0, 60, 99, 0), (3, 1, 60, 99, 0)])
-    assert not trained_everywhere(tracklets, {}, 2)
-    assert not trained_everywhere(tracklets, {0: 0, 1: 1}, 2)  # 40 % of the frames left out
-    assert trained_everywhere(tracklets, {0: 0, 1: 1, 2: 0, 3: 1}, 2)
-    # one animal seen in training only in the first 60 frames: go on
-    assert not trained_everywhere(tracklets, {0: 0, 1: 1, 2: 0}, 2)
-    # 80 of 100 frames for each (gaps of 20 % < 25 %): enough
-    tracklets = Tracklets.from_rows([(0, 0, 0, 79, 0), (1, 1, 20, 99, 0)])
-    assert trained_everywhere(tracklets, {0: 0, 1: 1}, 2)

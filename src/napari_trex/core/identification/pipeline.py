@@ -23,7 +23,7 @@ from ..model import TrackingRun
 from ..progress import progress_events
 from ..results import max_speed_px
 from ..settings import Settings
-from ..tracklets import MIN_GLOBAL_SEGMENT_FRAMES, Tracklets, segment_coverage
+from ..tracklets import MIN_GLOBAL_SEGMENT_FRAMES, segment_coverage
 from ..video import Video
 from .assignment import (TrackletIdentities, assign_identities, hidden_positions, identity_coverage,
                          split_suspicious_tracklets)
@@ -360,11 +360,6 @@ def identify_events(
                         "message": f"segment {rng}: rejected ({why})"}
 
             while pending and best_u < target:
-                if trained_everywhere(run.result.tracklets, trained_label, n):
-                    yield {"stage": "accumulation",
-                           "message": f"every animal's trained tracklets cover more than "
-                           f"{1 - ACCUMULATION_GAPS_BELOW:.0%} of the video: accumulation done"}
-                    break
                 # label up to `at_once` segments with the current network, train once on all
                 # that pass; a batch that lowers the uniqueness is retried in halves, down to
                 # one segment at a time (TRex's way)
@@ -692,29 +687,6 @@ def untrained(disc: tuple[np.ndarray, np.ndarray], ranges: list[tuple[int, int]]
     if not inside.any() or len(np.unique(frames[~inside])) < UNTRAINED_FRAMES_MIN:
         return disc
     return images[~inside], frames[~inside]
-
-
-# TRex stops accumulating once, for every identity, the frames its trained tracklets leave out
-# (before, between and after them) are below this share of the analysed frames
-ACCUMULATION_GAPS_BELOW = 0.25
-
-
-def trained_everywhere(tracklets: Tracklets, trained_label: dict[int, int], n_identities: int,
-                       share: float = ACCUMULATION_GAPS_BELOW) -> bool:
-    """Has every identity been trained on tracklets that leave less than ``share`` of the
-    analysed frames (first to last frame in a tracklet) uncovered (TRex's second stopping rule
-    of the accumulation)? Then more segments mostly repeat what the network has seen: on
-    zebrafish test_B, after the first two rounds the accumulation tried 14 more segments one
-    by one, 9 of them rejected, and ended with a lower uniqueness than it had (0.877 < 0.889)."""
-    if not trained_label or not len(tracklets):
-        return False
-    first, last = int(tracklets.start.min()), int(tracklets.end.max())
-    covered = np.zeros((last - first + 1, n_identities), bool)
-    for t, label in trained_label.items():
-        if 0 <= label < n_identities:
-            covered[int(tracklets.start[t]) - first: int(tracklets.end[t]) - first + 1, label] = True
-    gaps = (~covered).sum(axis=0)
-    return bool((gaps < share * len(covered)).all())
 
 
 def _salt(train: Samples, cap: int | None) -> Samples:
