@@ -263,8 +263,9 @@ def test_identities_conflicts_ambiguity_kinematic_and_manual_first():
 
 def test_of_two_tracklets_claiming_one_identity_the_surer_keeps_it_not_the_longer():
     # two animals in a contact, each followed for a while: tracklet 0 (24 images) votes 0.84 for
-    # identity 0 and 0.16 for 1; tracklet 1 (16 images) votes 0.98 for identity 0. Tracklet 0 would lose little by being 1, tracklet 1 much by not being 0
-    # (TRex's rule weighs the counts first and gave identity 0 to tracklet 0)
+    # identity 0 and 0.16 for 1; tracklet 1 (16 images) votes 0.98 for identity 0. Tracklet 0
+    # would lose little by being 1, tracklet 1 much by not being 0 (TRex's rule weighs the
+    # counts first and gave identity 0 to tracklet 0)
     result = _result([(0, 0, 23), (1, 4, 19)])
     groups = np.repeat([0, 1], [24, 16])
     probs = np.vstack([np.tile([0.84, 0.16], (24, 1)), np.tile([0.98, 0.02], (16, 1))])

@@ -416,8 +416,7 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                 lasting = len(claimants) >= 2 and bool((last_contact[claimants] == t - 1).all()) \
                     and params.reference_area > 0 \
                     and bool((typical_area[claimants] < PAIR_AREA * params.reference_area).all()) \
-                    and (1 - MAX_OVERLAP) * typical_area[claimants].sum() <= blobs.area[b] \
-                    <= ONE_ANIMAL_GROWTH * typical_area[claimants].sum() \
+                    and _holds_just(blobs.area[b], float(typical_area[claimants].sum())) \
                     and not any(_moving(pred[i], pred[i], last_pos[slots[i]], typical_area[slots[i]])
                                 for i in np.flatnonzero(inside))
                 parts = _split(detections, int(blobs.row[b]), base, k, params,
@@ -433,8 +432,7 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                 # animals lying over each other: the blob is much smaller than their sum, and
                 # no cut through it gives whole animals; much larger than their sum: another
                 # animal nobody claimed is inside, and the parts straddle it
-                apart = (1 - MAX_OVERLAP) * float(np.sum(typical)) <= blobs.area[b] <= \
-                    ONE_ANIMAL_GROWTH * float(np.sum(typical)) and len(claimants) == k
+                apart = _holds_just(blobs.area[b], float(np.sum(typical))) and len(claimants) == k
                 new_cols = blobs.add(parts, base + n_extra, apart)
                 n_extra += k
                 new_kin = edge_probabilities(pred, last_pos[slots], blobs.pos[new_cols], dt_frame,
@@ -691,6 +689,13 @@ def _whole_animal(area: float, typical: float, offset: np.ndarray,
         return False
     return (typical / PART_AREA_TOLERANCE <= area <= typical * PART_AREA_TOLERANCE
             and float(np.hypot(*offset)) <= offset_tolerance * np.sqrt(typical))
+
+
+def _holds_just(area: float, animals: float) -> bool:
+    """Is a blob of ``area`` the size of animals whose typical areas add up to ``animals``: not
+    much smaller (they lie over each other, :data:`MAX_OVERLAP`), not much larger (another
+    animal nobody claimed is inside, :data:`ONE_ANIMAL_GROWTH`)?"""
+    return (1 - MAX_OVERLAP) * animals <= area <= ONE_ANIMAL_GROWTH * animals
 
 
 def _moving(pos: np.ndarray, predicted: np.ndarray, last: np.ndarray, area: float) -> bool:
