@@ -1005,6 +1005,29 @@ def test_a_unit_ends_when_more_epochs_gain_little_and_goes_on_while_they_do(monk
         assert unit.stopped_because.startswith("below 1 x the best" if epochs == 5 else "uniqueness gained")
 
 
+def test_the_network_kept_is_an_average_of_its_last_weights_that_warms_up():
+    """One noisy epoch should neither make nor break a unit: what is measured and kept is a
+    moving average of the trained weights. A new network is not held back by its random start
+    (the average follows it closely at first), and batch norm's step counter is copied, not
+    averaged."""
+    from napari_trex.core.identification.training import WEIGHT_AVERAGE_DECAY, _moving_average
+
+    update = _moving_average(WEIGHT_AVERAGE_DECAY)
+    averaged = [torch.zeros(3), torch.tensor(0)]
+    for n in range(2000):
+        current = [torch.full((3,), 1.0 if n % 2 else -1.0), torch.tensor(n)]  # a weight that jumps
+        update(averaged, current, torch.tensor(n + 1))
+        if n == 0:  # warm-up: the average goes most of the way to the new weights (9/11)
+            assert float(averaged[0][0]) == pytest.approx(-9 / 11)
+    assert abs(float(averaged[0][0])) < 0.02  # the jumps average out ...
+    assert int(averaged[1]) == 1999  # ... the counter is the model's
+    # a weight that moves for good: the average reaches it within a few hundred steps
+    averaged = [torch.zeros(1)]
+    for n in range(500):
+        update(averaged, [torch.ones(1)], torch.tensor(n + 1))
+    assert float(averaged[0][0]) > 0.99
+
+
 def _without_global_segments(run):
     """The same tracking, as if no moment had shown every animal apart."""
     import copy

@@ -35,6 +35,11 @@ waits for it to fall below the square of the best, which on 8 fish meant 5-10 mo
 a unit that was then rejected. The final step, which is kept only if it beats the best, ends
 likewise when it has not beaten it after :data:`GAIN_WINDOW` epochs (zebrafish test_A: 10
 epochs, ~70 s, for a final step that was then discarded).
+
+What is measured after each epoch, and kept, is a moving average of the trained weights
+(:data:`WEIGHT_AVERAGE_DECAY`), not the weights of the last step: at a constant learning rate
+they jitter, the per-epoch uniqueness with them (zebrafish test_B: +-0.03 from one epoch to the
+next), and the best of a noisy curve is a lucky epoch that later units cannot match.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from ..errors import Cancelled
 from .network import IdentityNetwork, fast_math, predict, seeded, to_tensor
@@ -56,6 +62,27 @@ ACCEPT_SHARE_OF_BEST = 0.98  # new segments are kept if the uniqueness stays >= 
 GAIN_WINDOW = 5  # epochs: a unit ends when these raised the best uniqueness by less than ...
 GAIN_SHARE = 0.1  # ... this share of what was left to 1
 NOTHING_LEFT_LOSS = 1e-3  # validation loss below this, every image right: more epochs only cost time
+#: The network that is measured and kept is an exponential moving average of the trained
+#: weights over about 1 / (1 - this) optimiser steps (an epoch is at least 100); over fewer
+#: in a unit's first steps, (1 + n) / (10 + n) after n steps, so a new network is not held
+#: back by its random start.
+WEIGHT_AVERAGE_DECAY = 0.99
+
+
+def _moving_average(decay: float) -> Callable:
+    """``multi_avg_fn`` for torch's ``AveragedModel``: an exponential moving average that
+    warms up (see :data:`WEIGHT_AVERAGE_DECAY`); counters (batch norm's) follow the model."""
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor
+               ) -> None:
+        n = int(n_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for a, c in zip(averaged, current):
+            if a.is_floating_point():
+                a.lerp_(c, weight)
+            else:
+                a.copy_(c)
+    return update
 
 
 def _e(v: np.ndarray | float) -> np.ndarray | float:
@@ -189,6 +216,9 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
         shift = max(0, min(2, int(0.05 * min(config.size))))
         epochs_cap = max_epochs if max_epochs is not None else config.max_epochs
         best_u, best_state = -1.0, copy.deepcopy(model.state_dict())
+        average = AveragedModel(model, multi_avg_fn=_moving_average(WEIGHT_AVERAGE_DECAY),
+                                use_buffers=True)
+        shown = average.module
         precision = fast_math(device)  # decided once per unit, entered at every step
         history: list[dict[str, float]] = []
         reason = "max epochs"
@@ -207,10 +237,11 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                     loss = loss_fn(model(_shift(x_train[idx], shift, generator)), y_train[idx])
                 loss.backward()
                 optimizer.step()
+                average.update_parameters(model)
                 total += float(loss.detach()) * len(idx)
                 seen += len(idx)
             epoch += 1
-            probs_val = predict(model, val_images, device) if len(val_images) else \
+            probs_val = predict(shown, val_images, device) if len(val_images) else \
                 np.empty((0, config.n_identities))
             worst, val_loss = 1.0, float("nan")
             if len(val_images):
@@ -218,14 +249,14 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                 worst = min(float(hits[val_labels == c].mean()) for c in np.unique(val_labels))
                 picked = probs_val[np.arange(len(val_labels)), val_labels]
                 val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean())
-            u = uniqueness(predict(model, quick_images, device), quick_frames,
+            u = uniqueness(predict(shown, quick_images, device), quick_frames,
                            config.n_identities) if len(quick_images) else 0.0
             record = {"epoch": epoch, "loss": total / max(1, seen), "val_loss": val_loss,
                       "uniqueness": u, "worst_class_accuracy": worst}
             history.append(record)
             yield record
             if u > best_u:
-                best_u, best_state = u, copy.deepcopy(model.state_dict())
+                best_u, best_state = u, copy.deepcopy(shown.state_dict())
             if not final and u >= config.accepted_uniqueness and u >= ACCEPT_SHARE_OF_BEST * previous_best:
                 reason = "uniqueness reached"
                 break
