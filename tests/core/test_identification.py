@@ -1028,6 +1028,38 @@ def test_the_network_kept_is_an_average_of_its_last_weights_that_warms_up():
     assert float(averaged[0][0]) > 0.99
 
 
+def test_new_segments_are_measured_against_the_best_network_on_the_same_frames(four_animals,
+                                                                                monkeypatch):
+    """Frames already trained on are left out of the uniqueness, so as segments are added
+    only the hard frames between them remain. Held against a best measured earlier on easier
+    frames, every later segment was refused although the network had not got worse: here the
+    uniqueness depends only on the frames measured (every network is as good as any other),
+    and every segment the network labels must be accepted."""
+    import napari_trex.core.identification.pipeline as pipeline
+    import napari_trex.core.identification.training as training
+
+    _, _, settings, _ = four_animals
+    synthetic = generate(n_individuals=4, n_frames=400, seed=2, cohesion=1.0, size=320)
+    video = ArrayVideo(synthetic.frames, 25)
+    run = track_video(video, settings)
+    inside = np.zeros(len(video), bool)  # frames where every animal is in a global segment
+    for a, b in zip(run.segments.start, run.segments.end):
+        inside[a: b + 1] = True
+    assert len(run.segments) >= 4 and not inside.all()
+
+    def by_frames(probs, frames, n=None):  # easy frames inside global segments, hard outside
+        return float(np.where(inside[np.asarray(frames)], 1.0, 0.6).mean())
+
+    monkeypatch.setattr(pipeline, "uniqueness", by_frames)
+    monkeypatch.setattr(training, "uniqueness", by_frames)
+    quick = settings.updated(gpu_min_iterations=40, gpu_accumulation_max_segments=6, gpu_max_epochs=4,
+                             gpu_accepted_uniqueness=1.0, gpu_accumulation_enable_final_step=False)
+    result = identify(run, video, quick)
+    trained = [s for s in result.steps[1:] if "uniqueness" in s]  # judged after training
+    assert len(trained) >= 2, [(s.get("range"), s.get("status"), s.get("reason"), s.get("uniqueness")) for s in result.steps]
+    assert all(s["status"] == "accepted" for s in trained), [s.get("reason") for s in trained]
+
+
 def _without_global_segments(run):
     """The same tracking, as if no moment had shown every animal apart."""
     import copy

@@ -340,6 +340,7 @@ def identify_events(
                                       untrained(disc, trained_ranges), config, device,
                                       previous_best=best_u)
         best_u = max(best_u, unit.uniqueness)
+        best_model = copy.deepcopy(model)  # the network the uniqueness of new units is held against
         steps.append({"step": 0, "range": first_range, "start": "pairs" if from_pairs else "global segment",
                       "status": "accepted", "uniqueness": unit.uniqueness, "epochs": unit.epochs,
                       "reason": unit.stopped_because})
@@ -410,21 +411,27 @@ def identify_events(
                 saved = {key: v.clone() for key, v in model.state_dict().items()}
                 candidate_ranges = [*trained_ranges, *[(a, b) for a, b in ranges]]
                 label = f"segment {ranges[0]}" if len(batch) == 1 else f"{len(batch)} segments"
+                # the best network so far measured on the frames the new unit is measured on:
+                # the frames left untrained shrink to the hard ones as segments are added, so a
+                # best measured earlier, on easier frames, would refuse every later segment
+                measured_on = untrained(disc, candidate_ranges)
+                best_here = uniqueness(predict(best_model, measured_on[0], device), measured_on[1], n)
                 unit = yield from unit_events(label, model, candidate_train.images,
                                               candidate_train.label, candidate_val.images,
-                                              candidate_val.label,
-                                              untrained(disc, candidate_ranges), config, device,
-                                              previous_best=best_u)
+                                              candidate_val.label, measured_on, config, device,
+                                              previous_best=best_here)
                 # one rule: segments that keep the uniqueness within 2 % of the best (TRex)
                 # keep their images and the weights trained with them; otherwise both go
-                accepted = unit.uniqueness >= ACCEPT_SHARE_OF_BEST * best_u
+                accepted = unit.uniqueness >= ACCEPT_SHARE_OF_BEST * best_here
                 if accepted:
                     train_set = Samples.concatenate([train_set, new_train])
                     val_set = candidate_val
                     for _, tracklets, _ in batch:
                         used.update(tracklets)
                     trained_ranges[:] = candidate_ranges
-                    best_u = max(best_u, unit.uniqueness)
+                    best_u = max(best_here, unit.uniqueness)
+                    if unit.uniqueness >= best_here:
+                        best_model = copy.deepcopy(model)
                     pending.extend(k for k in retry if k not in pending)  # a better network asks again
                     retry.clear()
                 else:
@@ -444,9 +451,10 @@ def identify_events(
                                   "uniqueness": unit.uniqueness, "epochs": unit.epochs,
                                   "reason": "" if accepted else "UniquenessTooLow"})
                     yield {"stage": "step", "step": len(steps) - 1, "uniqueness": unit.uniqueness,
-                           "accepted": accepted, "best_uniqueness": best_u,
+                           "accepted": accepted, "best_uniqueness": best_u if accepted else best_here,
                            "message": f"segment {rng}: {status}, uniqueness {unit.uniqueness:.3f} "
-                           f"(best {best_u:.3f}, target {target:.3f})"}
+                           f"(best {best_u if accepted else best_here:.3f} on the same frames, "
+                           f"target {target:.3f})"}
 
         # -- final step on all images ------------------------------------------------------------
         # (from pairs there is no final step: it would train on the same images again)
