@@ -958,8 +958,8 @@ def test_segments_that_pass_are_trained_on_together_and_retried_in_halves_if_the
 
 def test_a_unit_ends_when_more_epochs_gain_little_and_goes_on_while_they_do(monkeypatch):
     """Fish that never reach the target: a noisy uniqueness curve never plateaus by TRex's
-    rule, so a unit ran on towards gpu_max_epochs for a few thousandths; it ends once five
-    epochs raised the best by less than a tenth of what was left, keeping the best state. A
+    rule, so a unit ran on towards gpu_max_epochs for a few thousandths; it ends once a window of
+    epochs (GAIN_WINDOW) raised the best by less than a tenth of what was left, keeping the best state. A
     curve that still climbs goes on."""
     import napari_trex.core.identification.training as training
 
@@ -979,30 +979,33 @@ def test_a_unit_ends_when_more_epochs_gain_little_and_goes_on_while_they_do(monk
         return training.train_unit(IdentityNetwork(2, (16, 16)), images, labels, unseen, labels,
                                    (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"))
 
+    window = training.GAIN_WINDOW
     noisy = [0.5, 0.8, 0.81, 0.8, 0.79, 0.81, 0.78, 0.805, 0.79, 0.8, 0.81] + [0.8] * 40
     unit = train(noisy)
-    assert unit.epochs == 10 and unit.stopped_because.startswith("uniqueness gained <")
-    climbing = [0.3 + 0.015 * k for k in range(40)] + [0.9] * 2  # +0.075 per 5 epochs
+    assert unit.epochs == 2 * window and unit.stopped_because.startswith("uniqueness gained <")
+    # every window closes 15 % of what is left to 1: more than the tenth that ends a unit
+    climbing = [1 - 0.7 * 0.85 ** (k / window) for k in range(40)] + [0.9] * 2
     unit = train(climbing)
     assert unit.epochs == 40 and unit.stopped_because == "max epochs"
-    # segments added to a network at 0.9 that sit at 0.85 after 5 epochs would be rejected:
+    # segments added to a network at 0.9 that sit at 0.85 after a window would be rejected:
     # the unit ends there instead of training on towards a rejection
     values = iter([0.85] * 50)
     monkeypatch.setattr(training, "uniqueness", lambda *a, **k: next(values))
     unit = training.train_unit(IdentityNetwork(2, (16, 16)), images, labels, unseen, labels,
                                (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"),
                                previous_best=0.9)
-    assert unit.epochs == 5 and unit.stopped_because.startswith("below 0.98 x the best")
-    # the final step is kept only if it beats the best: five epochs that do not end it; five
-    # that do let it go on
-    for curve, epochs in (([0.89] * 50, 5), ([0.89] * 4 + [0.91] * 50, 10)):
+    assert unit.epochs == window and unit.stopped_because.startswith("below 0.98 x the best")
+    # the final step is kept only if it beats the best: a window of epochs that do not ends it;
+    # epochs that do let it go on
+    for curve, epochs in (([0.89] * 50, window), ([0.89] * (window - 1) + [0.91] * 50, 2 * window)):
         values = iter(curve)
         monkeypatch.setattr(training, "uniqueness", lambda *a, **k: next(values))
         unit = training.train_unit(IdentityNetwork(2, (16, 16)), images, labels, unseen, labels,
                                    (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"),
                                    previous_best=0.9, final=True)
         assert unit.epochs == epochs
-        assert unit.stopped_because.startswith("below 1 x the best" if epochs == 5 else "uniqueness gained")
+        assert unit.stopped_because.startswith("below 1 x the best" if epochs == window
+                                               else "uniqueness gained")
 
 
 def test_the_network_kept_is_an_average_of_its_last_weights_that_warms_up():

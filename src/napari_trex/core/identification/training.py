@@ -59,7 +59,7 @@ from .network import IdentityNetwork, fast_math, predict, seeded, to_tensor
 
 EPOCH_UNIQUENESS_FRAMES = 100
 ACCEPT_SHARE_OF_BEST = 0.98  # new segments are kept if the uniqueness stays >= this x the best
-GAIN_WINDOW = 5  # epochs: a unit ends when these raised the best uniqueness by less than ...
+GAIN_WINDOW = 3  # epochs: a unit ends when these raised the best uniqueness by less than ...
 GAIN_SHARE = 0.1  # ... this share of what was left to 1
 NOTHING_LEFT_LOSS = 1e-3  # validation loss below this, every image right: more epochs only cost time
 #: The network that is measured and kept is an exponential moving average of the trained
