@@ -158,6 +158,34 @@ def test_a_prediction_off_its_animals_middle_still_gets_the_whole_animal():
     assert parts["area"].min() > 0.45 * (crop > 0).sum()
 
 
+def test_the_split_from_predictions_divides_a_blob_as_scipys_kmeans_does():
+    # the k-means that stops when no pixel changes side must give kmeans2's ten rounds' answer,
+    # a seed that ends with no pixel included (then the blob is not split)
+    from scipy.cluster.vq import ClusterError, kmeans2
+
+    from napari_trex.core.detection import _kmeans
+
+    rng = np.random.default_rng(0)
+    refused = 0
+    for _ in range(300):
+        k = int(rng.integers(2, 5))
+        middles = rng.uniform(0, 60, (k, 2))
+        pixels = np.concatenate([m + rng.normal(0, rng.uniform(2, 12), (int(rng.integers(5, 300)), 2))
+                                 for m in middles]).round()
+        seeds = middles + rng.normal(0, 15, (k, 2))
+        try:
+            expected = kmeans2(pixels, seeds, iter=10, minit="matrix", missing="raise")[1]
+        except ClusterError:
+            expected = None
+        got = _kmeans(pixels, seeds)
+        if expected is None:
+            refused += 1
+            assert got is None
+        else:
+            assert got is not None and np.array_equal(got, expected)
+    assert 0 < refused < 100  # both outcomes were exercised
+
+
 # -- polarity, automatic parameters, callbacks
 
 

@@ -738,6 +738,32 @@ def split_blob(crop: np.ndarray, top: int, left: int, k: int, threshold: int,
     return None
 
 
+KMEANS_ITERATIONS = 10  # at most; a split's k-means settles in 2-4
+
+
+def _kmeans(points: np.ndarray, centres: np.ndarray) -> np.ndarray | None:
+    """Each point's cluster after k-means from ``centres`` (at most :data:`KMEANS_ITERATIONS`
+    rounds), None when a centre is left with no point. What scipy's ``kmeans2(points, centres,
+    iter=10, minit="matrix", missing="raise")`` returns, but it stops once no point changes
+    cluster (the same answer from there on): the tracker splits a blob this way in about half
+    the frames of a contact, and ``kmeans2`` always ran its ten rounds with their input checks."""
+    from scipy.cluster.vq import vq
+
+    k = len(centres)
+    nearest = None
+    for _ in range(KMEANS_ITERATIONS):
+        label = vq(points, centres, check_finite=False)[0]
+        if nearest is not None and np.array_equal(label, nearest):
+            break
+        nearest = label
+        count = np.bincount(label, minlength=k)
+        if (count == 0).any():
+            return None
+        centres = np.column_stack([np.bincount(label, points[:, d], minlength=k) / count
+                                   for d in range(points.shape[1])])
+    return nearest
+
+
 def split_blob_fill(crop: np.ndarray, top: int, left: int, seeds: np.ndarray,
                     min_ratio: float = MIN_PART_RATIO) -> dict[str, np.ndarray] | None:
     """Split a blob into one part per seed (x, y in frame coordinates: the animals' predicted
@@ -745,24 +771,20 @@ def split_blob_fill(crop: np.ndarray, top: int, left: int, seeds: np.ndarray,
     parts would be lopsided (smallest < ``min_ratio`` x largest: the seeds do not describe it).
 
     Each pixel goes to the nearest part centre, the centres start at the seeds and move to the
-    middle of their pixels (k-means, scipy's ``kmeans2``), so each animal gets its share of the
+    middle of their pixels (k-means, :func:`_kmeans`), so each animal gets its share of the
     blob wherever its prediction fell in it. Not a watershed from the seeds on the distance to
     the blob's edge, as before: a seed off its animal's middle (a prediction lags, an animal
     turns) lies on the slope of its neighbour's basin, and the neighbour's flood took all but a
     few pixels of it (realistic 8 x 3000 seed 1: 165 of 288 such splits had a part under the
     smallest animal size; slots then followed specks of 1-30 px through the contact).
     """
-    from scipy.cluster.vq import ClusterError, kmeans2
-
     mask = crop > 0
     if not mask.any() or len(seeds) < 2:
         return None
     ys, xs = np.nonzero(mask)
     pixels = np.column_stack([xs + left, ys + top]).astype(float)
-    try:
-        _, nearest = kmeans2(pixels, np.asarray(seeds, float), iter=10, minit="matrix",
-                             missing="raise")
-    except ClusterError:  # a seed nearest to no pixel: the seeds do not describe the blob
+    nearest = _kmeans(pixels, np.asarray(seeds, float))
+    if nearest is None:  # a seed nearest to no pixel: the seeds do not describe the blob
         return None
     labels = np.zeros(crop.shape, np.int32)
     labels[ys, xs] = nearest + 1
