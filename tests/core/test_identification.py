@@ -323,10 +323,16 @@ def test_four_animals_are_identified_with_high_accuracy(four_animals, tmp_path):
     assert score.share_right >= 0.95
     done = events[-1]
     assert 0.9 <= done["identified_share"] <= 1.0 and "4 x 300 animal-frames" in done["message"]
+    assert f"{result.uniqueness_all_frames:.3f} on all measured frames, as TRex counts" in done["message"]
     assert result.uniqueness >= 0.8
     # saving: identities, weights, validation samples (TRex keys)
     save_tracking(run, tmp_path, result)
     assert (load_identities(tmp_path).identity == result.identities.identity).all()
+    import json
+
+    info = json.loads((tmp_path / "identification.json").read_text())
+    assert info["uniqueness"] == result.uniqueness
+    assert info["uniqueness_all_frames"] == result.uniqueness_all_frames
     saved = np.genfromtxt(tmp_path / "trajectories.csv", delimiter=",", names=True, dtype=None,
                           encoding="utf-8")
     assert len(saved) == len(full["frame"]) and "identity_source" in saved.dtype.names
@@ -1061,6 +1067,8 @@ def test_new_segments_are_measured_against_the_best_network_on_the_same_frames(f
     trained = [s for s in result.steps[1:] if "uniqueness" in s]  # judged after training
     assert len(trained) >= 2, [(s.get("range"), s.get("status"), s.get("reason"), s.get("uniqueness")) for s in result.steps]
     assert all(s["status"] == "accepted" for s in trained), [s.get("reason") for s in trained]
+    # the figure a TRex user compares with counts the easy frames trained on too; ours does not
+    assert result.uniqueness_all_frames > result.uniqueness
 
 
 def _without_global_segments(run):

@@ -36,6 +36,7 @@ def process_video(video_path: str | os.PathLike, output_dir: str | os.PathLike, 
            "seconds": round(time.perf_counter() - started, 1)}
     if outcome.identification is not None:
         row["uniqueness"] = round(float(outcome.identification.uniqueness), 4)
+        row["uniqueness_all_frames"] = round(float(outcome.identification.uniqueness_all_frames), 4)
         row["identified_tracklets"] = int((outcome.identities.identity >= 0).sum())
     return row
 

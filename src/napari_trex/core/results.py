@@ -377,7 +377,9 @@ def _identification_files(identification: Any, staging: Path, run: TrackingRun) 
     ids = identification.identities
     save_weights(identification.model, staging / "identification_weights.pt",
                  {"uniqueness": identification.uniqueness})
-    info = {"uniqueness": identification.uniqueness, "device": identification.device,
+    info = {"uniqueness": identification.uniqueness,
+            "uniqueness_all_frames": identification.uniqueness_all_frames,
+            "device": identification.device,
             "seconds": identification.seconds, "steps": identification.steps,
             "identified_tracklets": int((ids.identity >= 0).sum()), "tracklets": len(ids.identity),
             "sources": {s: int((ids.source == s).sum()) for s in SOURCES}}

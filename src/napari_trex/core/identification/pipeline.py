@@ -55,6 +55,9 @@ class IdentificationResult:
     validation: Samples | None = None
     seconds: float = 0.0
     settings: Settings | None = None  # the settings the identification ran with
+    #: TRex's figure, for comparing with it: every measured frame as it is, the frames trained on
+    #: included (``uniqueness`` leaves those out: there it would reward memory)
+    uniqueness_all_frames: float = float("nan")
 
 
 def _eligible(run: TrackingRun, parts: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -526,17 +529,29 @@ def identify_events(
     final_disc = untrained(disc, trained_ranges)
     final_u = uniqueness(predict(model, final_disc[0], device), final_disc[1], n) \
         if len(final_disc[0]) else 0.0
+    trex_u = uniqueness(predict(model, disc[0], device), disc[1]) if len(disc[0]) else 0.0
     run.result = tracking  # only now, after success: split tracklets become the run's tracklets
     elapsed = time.perf_counter() - started
     hidden = hidden_positions(run.result, identities, n, run.fps, max_speed_px(run))
     coverage = identity_coverage(run.result, identities, n, hidden)
     share = coverage.pop("all")
     how = ", ".join(f"{name} {value:.1%}" for name, value in coverage.items() if value > 0)
-    yield {"stage": "done", "uniqueness": final_u, "identified_share": share, "sources": coverage,
-           "message": f"done in {elapsed:.0f} s: uniqueness {final_u:.3f}; {share:.1%} of the "
-           f"{n} x {n_frames} animal-frames have an identity ({how or 'none'})"}
+    yield {"stage": "done", "uniqueness": final_u, "uniqueness_all_frames": trex_u,
+           "identified_share": share, "sources": coverage,
+           "message": f"done in {elapsed:.0f} s: {uniqueness_text(final_u, trex_u)}; "
+           f"{share:.1%} of the {n} x {n_frames} animal-frames have an identity ({how or 'none'})"}
     return IdentificationResult(identities, final_u, model, device_name, steps, train_set, val_set, elapsed,
-                                settings)
+                                settings, trex_u)
+
+
+def uniqueness_text(uniqueness: float, all_frames: float) -> str:
+    """The uniqueness in words, with TRex's figure beside it: ours is measured on the frames
+    not trained on (between the segments: contacts, crossings), TRex's on every measured frame;
+    a user comparing with TRex needs its figure, and ours says what the network has learnt."""
+    if not np.isfinite(all_frames):
+        return f"uniqueness {uniqueness:.3f}"
+    return (f"uniqueness {uniqueness:.3f} on frames not trained on "
+            f"({all_frames:.3f} on all measured frames, as TRex counts)")
 
 
 # below this share of the animal-frames in the global segments' tracklets, identification

@@ -231,6 +231,7 @@ class IdentificationWidget(JobPanel, Container):
                            f"{settings.output_dir}: {exc}; save from Corrections")
         session.show_results(self.viewer)
         from ...core.identification.assignment import hidden_positions, identity_coverage
+        from ...core.identification.pipeline import uniqueness_text
         from ...core.results import max_speed_px
 
         run = session.run
@@ -239,7 +240,8 @@ class IdentificationWidget(JobPanel, Container):
         coverage = identity_coverage(run.result, session.identities, run.n_individuals, hidden)
         how = ", ".join(f"{name} {value:.1%}" for name, value in coverage.items()
                         if name != "all" and value > 0)
-        message = (f"identification done: uniqueness {result.uniqueness:.3f}\n"
+        shown = uniqueness_text(result.uniqueness, result.uniqueness_all_frames)
+        message = (f"identification done: {shown}\n"
                    f"{coverage['all']:.1%} of the {run.n_individuals} x {len(run.result.assignment)} "
                    f"animal-frames have an identity ({how or 'none'}){saved}")
         self.status.value = message
