@@ -502,9 +502,12 @@ def test_validation_never_sits_between_training_neighbours_of_its_tracklet():
     assert not (train & val).any()
     check_holdout(_samples(frames[train], tracklets[train]), _samples(frames[val], tracklets[val]),
                   min_gap=2)
-    for t in (0, 1):  # about a quarter of each tracklet validates, in blocks
+    from napari_trex.core.identification.samples import HOLDOUT_EVERY
+
+    for t in (0, 1):  # about one block in HOLDOUT_EVERY of each tracklet validates
         mine = tracklets == t
-        assert 0.15 < val[mine].mean() < 0.3 and train[mine].mean() > 0.5
+        assert 0.6 / HOLDOUT_EVERY < val[mine].mean() < 1.4 / HOLDOUT_EVERY
+        assert train[mine].mean() > 0.7
 
 
 @pytest.mark.timeout(600)
@@ -1061,7 +1064,9 @@ def test_new_segments_are_measured_against_the_best_network_on_the_same_frames(f
 
     monkeypatch.setattr(pipeline, "uniqueness", by_frames)
     monkeypatch.setattr(training, "uniqueness", by_frames)
-    quick = settings.updated(gpu_min_iterations=40, gpu_accumulation_max_segments=6, gpu_max_epochs=4,
+    # 100 steps an epoch (the default): with 40 the initial network could label no other
+    # segment for 3 of 4 training seeds, and the rule under test was never reached
+    quick = settings.updated(gpu_min_iterations=100, gpu_accumulation_max_segments=6, gpu_max_epochs=4,
                              gpu_accepted_uniqueness=1.0, gpu_accumulation_enable_final_step=False)
     result = identify(run, video, quick)
     trained = [s for s in result.steps[1:] if "uniqueness" in s]  # judged after training

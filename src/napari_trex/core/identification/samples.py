@@ -276,7 +276,14 @@ def regular_subsample(index: np.ndarray, cap: int) -> np.ndarray:
     return index[np.linspace(0, len(index) - 1, cap).round().astype(int)]
 
 
-HOLDOUT_EVERY = 4  # one block of consecutive frames in this many is held out for validation
+#: One block of consecutive frames in this many is held out for validation. 8, not 4: the
+#: hold-out only has to tell when a unit has learnt (its stopping rules), and the images it
+#: takes are lost to training for good (the final step keeps them out too). With an eighth held
+#: out, zebrafish test_A / test_B reach a uniqueness of 0.934 / 0.887 instead of 0.914 / 0.847
+#: (frames not trained on; training seed 0, 2 cores), crowded 10 x 3000 seeds 1 / 2 96.49 /
+#: 97.99 % right instead of 95.90 / 96.17 %, realistic 8 x 3000 seeds 1 / 2 99.938 / 99.942 %
+#: instead of 99.925 / 99.929 %.
+HOLDOUT_EVERY = 8
 
 
 def holdout_split(frames: np.ndarray, tracklets: np.ndarray, fps: float
