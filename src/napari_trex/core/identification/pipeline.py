@@ -526,10 +526,11 @@ def identify_events(
                "identity changed for good", "cuts": cuts}
     identities = assign_identities(tracking, sample_tracklets, probs, n, run.fps,
                                    settings.manual_matches, max_speed_px(run))
-    final_disc = untrained(disc, trained_ranges)
-    final_u = uniqueness(predict(model, final_disc[0], device), final_disc[1], n) \
-        if len(final_disc[0]) else 0.0
-    trex_u = uniqueness(predict(model, disc[0], device), disc[1]) if len(disc[0]) else 0.0
+    # one prediction of the discrimination images serves both figures
+    disc_probs = predict(model, disc[0], device)
+    keep = untrained_mask(disc[1], trained_ranges)
+    final_u = uniqueness(disc_probs[keep], disc[1][keep], n) if keep.any() else 0.0
+    trex_u = uniqueness(disc_probs, disc[1]) if len(disc[0]) else 0.0
     run.result = tracking  # only now, after success: split tracklets become the run's tracklets
     elapsed = time.perf_counter() - started
     hidden = hidden_positions(run.result, identities, n, run.fps, max_speed_px(run))
@@ -548,8 +549,6 @@ def uniqueness_text(uniqueness: float, all_frames: float) -> str:
     """The uniqueness in words, with TRex's figure beside it: ours is measured on the frames
     not trained on (between the segments: contacts, crossings), TRex's on every measured frame;
     a user comparing with TRex needs its figure, and ours says what the network has learnt."""
-    if not np.isfinite(all_frames):
-        return f"uniqueness {uniqueness:.3f}"
     return (f"uniqueness {uniqueness:.3f} on frames not trained on "
             f"({all_frames:.3f} on all measured frames, as TRex counts)")
 
@@ -704,12 +703,19 @@ def untrained(disc: tuple[np.ndarray, np.ndarray], ranges: list[tuple[int, int]]
     """The discrimination images outside the frames trained on: uniqueness measured on
     training frames would reward memory. All of them when too few frames would be left."""
     images, frames = disc
+    keep = untrained_mask(frames, ranges)
+    return (images[keep], frames[keep]) if not keep.all() else disc
+
+
+def untrained_mask(frames: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
+    """Which of the images taken in ``frames`` lie outside the frames trained on (all of them
+    when too few frames would be left, see :func:`untrained`)."""
     inside = np.zeros(len(frames), bool)
     for a, b in ranges:
         inside |= (frames >= a) & (frames <= b)
     if not inside.any() or len(np.unique(frames[~inside])) < UNTRAINED_FRAMES_MIN:
-        return disc
-    return images[~inside], frames[~inside]
+        return np.ones(len(frames), bool)
+    return ~inside
 
 
 def _salt(train: Samples, cap: int | None) -> Samples:
