@@ -727,6 +727,40 @@ def test_an_unsure_vote_does_not_name_a_tracklet_against_where_the_animals_are()
     assert ids.identity[4] == 0 and ids.source[4] == "network"
 
 
+def test_an_unsure_vote_names_a_tracklet_where_its_identity_is_free_and_within_reach():
+    """The video starts with two fish side by side that the tracker has followed for 21 frames;
+    then they cross in a tangle, and each leaves it where the other one came in. The network
+    votes 0.7 for the right identity on each of the two first tracklets: below the 0.8 that lets
+    a vote name a tracklet on its own, so the retrack named them, by where each identity is
+    next seen, the wrong way round. No other tracklet holds those identities then, and each
+    animal can reach where its identity goes on: the vote names the tracklet."""
+    # tracklets: 0 slot0 0-20 (x=100), 1 slot1 0-20 (x=110), 2 slot0 26-99 (x=112), 3 slot1 26-99 (x=98)
+    result = _result([(0, 0, 20), (1, 0, 20), (0, 26, 99), (1, 26, 99)])
+    det, rows = result.detections, result.assignment
+    det["x"][rows[:21, 0]], det["x"][rows[:21, 1]] = 100.0, 110.0
+    det["x"][rows[26:, 0]], det["x"][rows[26:, 1]] = 112.0, 98.0
+    det["major"][:] = 10.0
+    vectors = {0: [.7, .3], 1: [.3, .7], 2: [.95, .05], 3: [.05, .95]}
+    groups = np.repeat(list(vectors), 21)
+    probs = np.repeat(np.array(list(vectors.values())), 21, axis=0)
+    ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
+    assert ids.identity.tolist() == [0, 1, 0, 1]
+    assert ids.source[0] == ids.source[1] == "network"
+    # a third animal named 0 for sure in the same frames: identity 0 is not free there, and the
+    # unsure vote for it does not name tracklet 0
+    result = _result([(0, 0, 20), (1, 0, 20), (0, 26, 99), (1, 26, 99), (2, 0, 20)])
+    det, rows = result.detections, result.assignment
+    det["x"][rows[:21, 0]], det["x"][rows[:21, 1]], det["x"][rows[:21, 2]] = 100.0, 110.0, 105.0
+    det["x"][rows[26:, 0]], det["x"][rows[26:, 1]] = 112.0, 98.0
+    det["major"][:] = 10.0
+    vectors = {0: [.7, .3, 0], 1: [.3, .7, 0], 2: [.95, .05, 0], 3: [.05, .95, 0], 4: [.9, .05, .05]}
+    groups = np.repeat(list(vectors), 21)
+    probs = np.repeat(np.array(list(vectors.values())), 21, axis=0)
+    ids = assign_identities(result, groups, probs, 3, fps=25, max_speed_px=100.0)
+    assert ids.identity[4] == 0 and ids.source[4] == "network"
+    assert ids.identity[0] != 0 and ids.source[0] != "network"
+
+
 def test_an_identity_the_network_is_unsure_of_everywhere_still_gets_its_likeliest_tracklet():
     """A briefly trained network is sure of identity 0 (0.9) but votes at most 0.7 for identity 1
     and 0.6 for identity 2, below the bar that lets a vote name a tracklet on its own. Rather
