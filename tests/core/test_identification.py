@@ -761,6 +761,25 @@ def test_an_unsure_vote_names_a_tracklet_where_its_identity_is_free_and_within_r
     assert ids.identity[0] != 0 and ids.source[0] != "network"
 
 
+def test_an_unsure_vote_does_not_name_a_tracklet_its_identity_could_not_have_reached():
+    """Identity 1 is had by elimination until frame 20 at x = 100 (the only one free there);
+    two frames later a tracklet 300 px away votes 0.7 for it. No animal covers 300 px in two
+    frames at track_max_speed: the claim by elimination counts like any other, and the unsure
+    vote does not name that tracklet."""
+    # tracklets: 0 slot0 0-99 (id 0), 1 slot1 0-20 (no images), 2 slot2 0-20 (id 2),
+    # 3 slot1 22-60 (unsure), 4 slot1 70-99 (id 1, sure)
+    result = _result([(0, 0, 99), (1, 0, 20), (2, 0, 20), (1, 22, 60), (1, 70, 99)])
+    det, rows = result.detections, result.assignment
+    det["x"][rows[:21, 1]], det["x"][rows[22:, 1]] = 100.0, 400.0
+    det["major"][:] = 10.0
+    vectors = {0: [.9, .05, .05], 2: [.05, .05, .9], 3: [.1, .7, .2], 4: [.05, .9, .05]}
+    groups = np.repeat(list(vectors), 20)
+    probs = np.repeat(np.array(list(vectors.values())), 20, axis=0)
+    ids = assign_identities(result, groups, probs, 3, fps=25, max_speed_px=100.0)
+    assert ids.identity[1] == 1 and ids.source[1] == "elimination"
+    assert not (ids.identity[3] == 1 and ids.source[3] == "network")
+
+
 def test_an_identity_the_network_is_unsure_of_everywhere_still_gets_its_likeliest_tracklet():
     """A briefly trained network is sure of identity 0 (0.9) but votes at most 0.7 for identity 1
     and 0.6 for identity 2, below the bar that lets a vote name a tracklet on its own. Rather

@@ -271,6 +271,8 @@ def assign_identities(result: TrackingResult, sample_tracklets: np.ndarray, prob
         for s, e, _ in claimed[i]:
             taken[s: e + 1, i] = True
     _eliminate(result, identity, source, probability, vectors, taken, n_identities)
+    for tid in np.flatnonzero(source == "elimination"):  # claims too, for unreachable()
+        claimed[int(identity[tid])].append((int(t.start[tid]), int(t.end[tid]), int(tid)))
     # 3b. an unsure vote for an identity that no other tracklet holds at that time
     for p, n, tid, ident in sorted(below, key=_strength, reverse=True):
         a, b = int(t.start[tid]), int(t.end[tid])
