@@ -6,8 +6,9 @@ identity if it has enough predicted frames (max(10, 0.4·fps); TRex: max(5, 0.1�
 the claim with the higher sig(p)·sig(share of images) wins, sig(x) = 1/(1+e^{2π(0.5−x)}),
 and the other is left unassigned. Manual matches are applied first and always win. A
 tracklet still without identity gets one *by elimination* when, throughout its frames,
-exactly one identity is not taken by another tracklet, or the one its images lean to when that
-identity is free throughout it and within reach (:data:`FREE_VOTE_MIN_PROBABILITY`); what is
+exactly one identity is not taken by another tracklet; one whose vote was too unsure to name it
+gets the identity it votes for where no other tracklet holds that identity and the animal can
+have come from and gone to its other tracklets (:data:`FREE_VOTE_MIN_PROBABILITY`). What is
 still left is retracked with the identities as evidence (:func:`_retrack_gaps`: *inferred*
 across a gap).
 """
