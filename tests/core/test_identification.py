@@ -239,14 +239,20 @@ def _result(spans):
     return TrackingResult(det, assignment, tracklets, tracklet_of, np.zeros(assignment.shape))
 
 
+def _votes(vectors: dict, images: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tracklet of each image, softmax of each image) for ``images`` images per tracklet, all
+    with the tracklet's vector: the network's output as assign_identities receives it."""
+    return (np.repeat(list(vectors), images),
+            np.repeat(np.array(list(vectors.values())), images, axis=0))
+
+
 def test_identities_conflicts_ambiguity_kinematic_and_manual_first():
     # tracklets: 0 slot0 0-49, 1 slot1 0-49, 2 slot0 50-99, 3 slot1 50-99, 4 slot2 0-99
     result = _result([(0, 0, 49), (1, 0, 49), (0, 50, 99), (1, 50, 99), (2, 0, 99)])
     vectors = {0: [.9, .05, .05], 1: [.85, .1, .05],  # both claim 0: the weaker loses
                2: [.05, .85, .1], 3: [.45, .4, .15],  # 3 is ambiguous (.4/.45 >= .6)
                4: [.05, .05, .9]}
-    groups = np.repeat(list(vectors), 10)
-    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    groups, probs = _votes(vectors, 10)
     ids = assign_identities(result, groups, probs, 3, fps=25)
     assert ids.identity[0] == 0 and ids.source[0] == "network"
     assert ids.identity[4] == 2
@@ -398,8 +404,7 @@ def test_a_short_unidentified_tracklet_bridges_the_gap_between_two_pieces_of_one
         det["x"][rows[:, slot]] = x + np.arange(100)  # slot 0 moves 1 px per frame
     vectors = {0: [.9, .04, .03, .03], 2: [.9, .04, .03, .03], 3: [.04, .9, .03, .03],
                4: [.04, .03, .9, .03]}
-    groups = np.repeat(list(vectors), 10)
-    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    groups, probs = _votes(vectors, 10)
     plain = assign_identities(result, groups, probs, 4, fps=25)
     assert plain.identity[1] == -1  # identities 0 and 3 are both free in frames 50-52
     bridged = assign_identities(result, groups, probs, 4, fps=25, max_speed_px=100.0)
@@ -691,8 +696,7 @@ def test_a_gap_is_retracked_by_where_each_identity_is_expected():
     det["y"][rows[:, 1]] = 30.0
     det["major"][:] = 10.0
     vectors = {0: [.9, .1], 2: [.9, .1], 3: [.1, .9], 5: [.1, .9]}
-    groups = np.repeat(list(vectors), 10)
-    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    groups, probs = _votes(vectors, 10)
     ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
     assert ids.identity[1] == 0 and ids.identity[4] == 1
     assert ids.source[1] == ids.source[4] == "inferred"
@@ -717,8 +721,7 @@ def test_an_unsure_vote_does_not_name_a_tracklet_against_where_the_animals_are()
     det["y"][rows[:, 1]] = 30.0
     det["major"][:] = 10.0
     vectors = {0: [.9, .1], 2: [.9, .1], 3: [.1, .9], 4: [.64, .36], 5: [.1, .9]}
-    groups = np.repeat(list(vectors), 12)
-    probs = np.repeat(np.array(list(vectors.values())), 12, axis=0)
+    groups, probs = _votes(vectors, 12)
     ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
     assert ids.identity[4] == 1 and ids.source[4] == "inferred"
     assert ids.identity[1] == 0
@@ -741,8 +744,7 @@ def test_an_unsure_vote_names_a_tracklet_where_its_identity_is_free_and_within_r
     det["x"][rows[26:, 0]], det["x"][rows[26:, 1]] = 112.0, 98.0
     det["major"][:] = 10.0
     vectors = {0: [.7, .3], 1: [.3, .7], 2: [.95, .05], 3: [.05, .95]}
-    groups = np.repeat(list(vectors), 21)
-    probs = np.repeat(np.array(list(vectors.values())), 21, axis=0)
+    groups, probs = _votes(vectors, 21)
     ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=100.0)
     assert ids.identity.tolist() == [0, 1, 0, 1]
     assert ids.source[0] == ids.source[1] == "network"
@@ -754,8 +756,7 @@ def test_an_unsure_vote_names_a_tracklet_where_its_identity_is_free_and_within_r
     det["x"][rows[26:, 0]], det["x"][rows[26:, 1]] = 112.0, 98.0
     det["major"][:] = 10.0
     vectors = {0: [.7, .3, 0], 1: [.3, .7, 0], 2: [.95, .05, 0], 3: [.05, .95, 0], 4: [.9, .05, .05]}
-    groups = np.repeat(list(vectors), 21)
-    probs = np.repeat(np.array(list(vectors.values())), 21, axis=0)
+    groups, probs = _votes(vectors, 21)
     ids = assign_identities(result, groups, probs, 3, fps=25, max_speed_px=100.0)
     assert ids.identity[4] == 0 and ids.source[4] == "network"
     assert ids.identity[0] != 0 and ids.source[0] != "network"
@@ -773,8 +774,7 @@ def test_an_unsure_vote_does_not_name_a_tracklet_its_identity_could_not_have_rea
     det["x"][rows[:21, 1]], det["x"][rows[22:, 1]] = 100.0, 400.0
     det["major"][:] = 10.0
     vectors = {0: [.9, .05, .05], 2: [.05, .05, .9], 3: [.1, .7, .2], 4: [.05, .9, .05]}
-    groups = np.repeat(list(vectors), 20)
-    probs = np.repeat(np.array(list(vectors.values())), 20, axis=0)
+    groups, probs = _votes(vectors, 20)
     ids = assign_identities(result, groups, probs, 3, fps=25, max_speed_px=100.0)
     assert ids.identity[1] == 1 and ids.source[1] == "elimination"
     assert not (ids.identity[3] == 1 and ids.source[3] == "network")
@@ -788,8 +788,7 @@ def test_an_identity_the_network_is_unsure_of_everywhere_still_gets_its_likelies
     # tracklets: 0 slot0 0-99, 1 slot1 0-49, 2 slot1 50-99, 3 slot2 0-99
     result = _result([(0, 0, 99), (1, 0, 49), (1, 50, 99), (2, 0, 99)])
     vectors = {0: [.9, .05, .05], 1: [.2, .7, .1], 2: [.2, .55, .25], 3: [.15, .25, .6]}
-    groups = np.repeat(list(vectors), 20)
-    probs = np.repeat(np.array(list(vectors.values())), 20, axis=0)
+    groups, probs = _votes(vectors, 20)
     ids = assign_identities(result, groups, probs, 3, fps=25)
     assert ids.identity[0] == 0 and ids.source[0] == "network"
     assert ids.identity[1] == 1 and ids.source[1] == "network"
@@ -818,8 +817,7 @@ def test_a_tracklet_left_with_one_free_identity_after_the_retrack_gets_it_by_eli
     det["x"][rows[:, 2]], det["y"][rows[:, 2]] = 100.0, 30.0
     det["major"][:] = 10.0
     vectors = {0: [.9, .05, .05], 1: [.3, .6, .1], 2: [.05, .9, .05], 4: [.05, .05, .9]}
-    groups = np.repeat(list(vectors), 12)
-    probs = np.repeat(np.array(list(vectors.values())), 12, axis=0)
+    groups, probs = _votes(vectors, 12)
     ids = assign_identities(result, groups, probs, 3, fps=25, max_speed_px=100.0)
     assert ids.identity[3] == 2 and ids.source[3] == "inferred"
     assert ids.identity[1] == 1 and ids.source[1] == "elimination"
@@ -896,8 +894,7 @@ def test_the_share_of_identified_animal_frames_counts_every_expected_animal_fram
     # 3 animals expected over 100 frames; the third is never tracked
     result = _result([(0, 0, 99), (1, 0, 49), (1, 50, 99)])
     vectors = {0: [.9, .05, .05], 1: [.05, .9, .05]}
-    groups = np.repeat(list(vectors), 10)
-    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    groups, probs = _votes(vectors, 10)
     ids = assign_identities(result, groups, probs, 3, fps=25, max_speed_px=100.0)
     coverage = identity_coverage(result, ids, 3)
     assert coverage["network"] == pytest.approx(150 / 300)
@@ -924,8 +921,7 @@ def test_an_animal_hidden_in_a_blob_of_several_gets_its_place_and_a_lost_one_doe
     det["y"][rows[:, 1]] = 5.0
     det["minor"][rows[:, 1]] = 20.0  # the two touching: a round blob 20 px across
     vectors = {0: [.9, .1], 1: [.9, .1], 2: [.1, .9]}
-    groups = np.repeat(list(vectors), 10)
-    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    groups, probs = _votes(vectors, 10)
     ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=500.0)
     hidden = hidden_positions(result, ids, 2, fps=25, max_speed_px=500.0)
     assert hidden["frame"].tolist() == [10, 11, 12, 13, 14] and (hidden["identity"] == 0).all()
@@ -960,8 +956,7 @@ def test_an_animal_hidden_in_a_blob_as_the_recording_starts_or_ends_gets_its_pla
     det["x"][rows[5:25, 0]] = 10.0  # seen at (10, 0) in frames 5-24
     det["x"][rows[:, 1]] = 18.0  # the neighbour's blob, 20 px across, touching it
     vectors = {0: [.9, .1], 1: [.1, .9]}
-    groups = np.repeat(list(vectors), 10)
-    probs = np.repeat(np.array(list(vectors.values())), 10, axis=0)
+    groups, probs = _votes(vectors, 10)
     ids = assign_identities(result, groups, probs, 2, fps=25, max_speed_px=500.0)
     hidden = hidden_positions(result, ids, 2, fps=25, max_speed_px=500.0)
     assert sorted(hidden["frame"].tolist()) == [0, 1, 2, 3, 4, 25, 26, 27, 28, 29]
