@@ -477,3 +477,33 @@ def test_animals_partly_above_blob_size_ranges_are_told_what_happens_to_them():
     assert "50% of them lie outside it" in warning and "still followed" in warning
     assert "not tracked" not in warning
     assert (run.result.assignment >= 0).all(axis=1).mean() > 0.9  # both animals, nearly every frame
+
+
+def test_an_animal_back_inside_a_group_gets_a_part_of_its_own():
+    # two animals rest against each other; a third walks up, is lost for three frames and
+    # comes back lying against them: one blob that its two neighbours' slots claim. It holds
+    # room for a third animal, so it is cut into three, and the lost slot takes its animal up
+    # again (cut into two, the third animal was hidden in its neighbour's part)
+    path = [[None]] * 4  # an empty arena first: the background is the arena
+    for t in range(40):
+        walker = (110.0 - 3 * t, 64.0) if t < 10 else None if t < 18 else (58.0, 64.0)
+        path.append([(min(40.0, 25.0 + t), 64.0), (max(49.0, 64.0 - t), 64.0), walker])
+    run = track_video(_disk_video(path), _constructed_settings(3))
+    det, assignment = run.result.detections, run.result.assignment
+    for t in range(4 + 19, 4 + 40):
+        rows = assignment[t][assignment[t] >= 0]
+        assert len(rows) == 3, f"frame {t}: {len(rows)} animals tracked"
+        assert np.min(np.hypot(det["x"][rows] - 58.0, det["y"][rows] - 64.0)) < 2.5
+    assert _score_positions(run, path) == []
+
+
+def _score_positions(run, path):
+    """Frames where a slot's blob lies on no animal of ``path`` (within 3 px)."""
+    det, assignment = run.result.detections, run.result.assignment
+    off = []
+    for t, animals in enumerate(path):
+        here = np.array([a for a in animals if a is not None]).reshape(-1, 2)
+        for row in assignment[t][assignment[t] >= 0]:
+            if not len(here) or np.min(np.hypot(*(here - [det["x"][row], det["y"][row]]).T)) > 3:
+                off.append(t)
+    return off

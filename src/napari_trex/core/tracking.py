@@ -403,7 +403,9 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                     excluded[claimants] = True
                     continue
                 if len(claimants) >= 2:
-                    k = len(claimants)
+                    # room for more animals than claim it (one a lost slot had): a part each
+                    k = len(claimants) + _unclaimed(blobs.area[b], typical_area[claimants],
+                                                    params.reference_area)
                 else:
                     k = max(2, int(round(blobs.area[b] / params.reference_area))) \
                         if params.reference_area > 0 else 2
@@ -623,6 +625,8 @@ def _split(detections: Detections | StreamedDetections, row: int, base: int, k: 
     if row >= base or row not in detections.pixels:
         return None
     top, left, crop = detections.pixels[row]
+    if seeds is not None and len(seeds) < k:
+        seeds = _more_seeds(crop, top, left, seeds, k)
     fill = params.split_fill and seeds is not None
     parts = split_blob_fill(crop, top, left, seeds) if fill and lasting else None
     if parts is None and params.split:
@@ -630,6 +634,18 @@ def _split(detections: Detections | StreamedDetections, row: int, base: int, k: 
     if parts is None and fill and not lasting:
         parts = split_blob_fill(crop, top, left, seeds)
     return parts
+
+
+def _more_seeds(crop: np.ndarray, top: int, left: int, seeds: np.ndarray, k: int) -> np.ndarray:
+    """``seeds`` and, up to ``k``, the blob's pixels farthest from every seed so far: where an
+    animal no prediction points at lies in the blob."""
+    ys, xs = np.nonzero(crop)
+    pixels = np.column_stack([xs + left, ys + top]).astype(float)
+    out = [np.asarray(s, float) for s in seeds]
+    while len(out) < k and len(pixels):
+        d = np.min([np.hypot(*(pixels - s).T) for s in out], axis=0)
+        out.append(pixels[int(np.argmax(d))])
+    return np.array(out)
 
 
 def _median_areas(history: np.ndarray) -> np.ndarray:
@@ -689,6 +705,21 @@ def _whole_animal(area: float, typical: float, offset: np.ndarray,
         return False
     return (typical / PART_AREA_TOLERANCE <= area <= typical * PART_AREA_TOLERANCE
             and float(np.hypot(*offset)) <= offset_tolerance * np.sqrt(typical))
+
+
+#: A blob claimed by several slots holds one more animal for each typical animal's area by
+#: which it is larger than theirs together, rounded, counting from this share of an animal.
+UNCLAIMED_SHARE = 0.75
+
+
+def _unclaimed(area: float, claimants: np.ndarray, reference: float) -> int:
+    """How many animals no slot claims lie in a blob of ``area`` claimed by animals of typical
+    areas ``claimants``: the room left over, in animals of the population's ``reference`` size
+    (0 where there is none)."""
+    if reference <= 0:
+        return 0
+    left = (area - float(np.sum(claimants))) / reference
+    return int(np.floor(left + 1 - UNCLAIMED_SHARE)) if left >= UNCLAIMED_SHARE else 0
 
 
 def _holds_just(area: float, animals: float) -> bool:
