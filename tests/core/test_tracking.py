@@ -480,8 +480,8 @@ def test_animals_partly_above_blob_size_ranges_are_told_what_happens_to_them():
 
 
 def test_an_animal_back_inside_a_group_gets_a_part_of_its_own():
-    # two animals rest against each other; a third walks up, is lost for three frames and
-    # comes back lying against them: one blob that its two neighbours' slots claim. It holds
+    # two animals rest against each other; a third walks up, is lost for 0.8 s and comes
+    # back lying against them: one blob that its two neighbours' slots claim. It holds
     # room for a third animal, so it is cut into three, and the lost slot takes its animal up
     # again (cut into two, the third animal was hidden in its neighbour's part)
     path = [[None]] * 4  # an empty arena first: the background is the arena
