@@ -642,9 +642,12 @@ def _more_seeds(crop: np.ndarray, top: int, left: int, seeds: np.ndarray, k: int
     ys, xs = np.nonzero(crop)
     pixels = np.column_stack([xs + left, ys + top]).astype(float)
     out = [np.asarray(s, float) for s in seeds]
-    while len(out) < k and len(pixels):
-        d = np.min([np.hypot(*(pixels - s).T) for s in out], axis=0)
-        out.append(pixels[int(np.argmax(d))])
+    if not len(pixels):
+        return np.array(out)
+    nearest = np.min([np.hypot(*(pixels - s).T) for s in out], axis=0)  # to any seed so far
+    while len(out) < k:
+        out.append(pixels[int(np.argmax(nearest))])
+        nearest = np.minimum(nearest, np.hypot(*(pixels - out[-1]).T))
     return np.array(out)
 
 
