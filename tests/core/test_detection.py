@@ -119,6 +119,44 @@ def test_detection_on_horizontal_lines_matches_a_label_image():
         assert np.allclose(table[key], reference[key]), key
 
 
+def test_the_compiled_labelling_numbers_blobs_like_a_label_image():
+    """Lines found eight pixels at a time and joined by a union-find: on random masks of any
+    width (not only multiples of eight), runs at both edges, a full and an empty frame, every
+    line's blob is the one ndimage.label (8-connected, numbered in raster order) gives."""
+    from scipy import ndimage
+
+    from napari_trex.core.lines import label_lines
+
+    rng = np.random.default_rng(5)
+    masks = [rng.random((h, w)) < p for h, w, p in
+             [(40, 64, 0.02), (33, 61, 0.3), (17, 9, 0.6), (50, 100, 0.5), (1, 13, 0.5), (21, 7, 0.9)]]
+    masks += [np.zeros((5, 16), bool), np.ones((4, 11), bool)]
+    for mask in masks:
+        y, x0, x1, blob, n = label_lines(mask, 0)
+        labels, expected = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        assert n == expected
+        rebuilt = np.zeros(mask.shape, np.int64)
+        for row, a, b, k in zip(y, x0, x1, blob):
+            rebuilt[row, a: b + 1] = k + 1
+        assert np.array_equal(rebuilt, labels)
+        assert np.array_equal(np.lexsort((x0, y)), np.arange(len(y)))  # raster order
+
+
+def test_isolated_short_lines_are_left_out_as_specks_and_nothing_else():
+    from napari_trex.core.lines import label_lines
+
+    mask = np.zeros((9, 20), bool)
+    mask[1, 2:4] = True  # 2 px, alone: a speck
+    mask[1, 10:15] = True  # 5 px, alone: kept (long enough)
+    mask[4, 2:4] = True  # 2 px touching the line below diagonally: kept
+    mask[5, 4] = True
+    mask[8, 18:20] = True  # 2 px at the corner: a speck
+    y, x0, x1, blob, n = label_lines(mask, 3)
+    assert list(zip(y, x0, x1)) == [(1, 10, 14), (4, 2, 3), (5, 4, 4)]
+    assert list(blob) == [0, 1, 1] and n == 2
+    assert len(label_lines(mask, 0)[0]) == 5  # nothing dropped without a speck size
+
+
 def test_blobs_that_may_hold_several_animals_keep_their_pixels():
     frame = _frame_with([(10, 30, 10, 22), (50, 54, 50, 54)])
     frame[12:14, 12:14] = 60  # the pixels keep their difference values
