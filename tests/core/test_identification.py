@@ -935,6 +935,31 @@ def test_contacts_far_apart_are_retracked_each_on_its_own_even_when_they_overlap
     assert len(wrong) <= 2, wrong
 
 
+def test_an_animal_darting_as_a_contact_starts_is_not_left_without_identity():
+    """Four animals in a row, one-frame pieces for 20 frames (too many ways to name them at once
+    for the joint plan, so they are chained); the first darts 15 px as the contact starts, more
+    than track_max_speed allows in a frame (10 px) but less than that plus a body length. Its
+    chain fits no identity as a whole and its first piece fitted none alone; planned once more
+    with the other chains placed, every piece is named after its animal."""
+    n = 4
+    spans = [(s, 0, 49) for s in range(n)] + [(s, f, f) for f in range(50, 70) for s in range(n)]
+    spans += [(s, 70, 119) for s in range(n)]
+    result = _result(spans)
+    det, rows = result.detections, result.assignment
+    det["major"][:] = 10.0
+    for f in range(120):
+        for s in range(n):
+            det["x"][rows[f, s]] = 100.0 + 2 * f + (15.0 if s == 0 and f >= 50 else 0.0)
+            det["y"][rows[f, s]] = 100.0 + 16 * s
+    named = [k for k, (_, a, b) in enumerate(spans) if b - a > 10]
+    probs = np.repeat(np.full((len(named), n), 0.1 / (n - 1)), 10, axis=0)
+    probs[np.arange(len(probs)), np.repeat([spans[k][0] for k in named], 10)] = 0.9
+    ids = assign_identities(result, np.repeat(named, 10), probs, n, fps=25, max_speed_px=250.0)
+    wrong = [(a, slot, int(ids.identity[k])) for k, (slot, a, b) in enumerate(spans)
+             if a == b and ids.identity[k] != slot]
+    assert wrong == [], wrong
+
+
 def test_the_share_of_identified_animal_frames_counts_every_expected_animal_frame():
     from napari_trex.core.identification.assignment import identity_coverage
 

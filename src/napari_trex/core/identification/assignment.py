@@ -567,8 +567,9 @@ def _retrack_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarr
     costs the distance, in body lengths, from where the identity is expected at the chain's ends
     (interpolated between its pieces, or where it was last / will next be seen) plus -log of the
     network's probability for it where the chain's pieces have images; the cheapest pairs are
-    taken first, and rounds repeat since every chain placed is a new neighbour. A chain no
-    identity can reach keeps none.
+    taken first, and rounds repeat since every chain placed is a new neighbour. The pieces of a
+    chain no identity fits as a whole are planned jointly once more among the chains now placed,
+    then one by one; a piece no identity can reach keeps none.
     """
     body = _body_length(result)
     reach = max_speed_px / fps
@@ -581,11 +582,20 @@ def _retrack_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarr
                               max(2, int(round(MAX_WINDOW_SECONDS * fps))),
                               max(1, int(round(WINDOW_LINK_SECONDS * fps))))
     open_pieces = open_pieces[~np.isin(open_pieces, solved)]
-    for chains in (_chains(result, open_pieces, reach), None):
-        if chains is None:  # what no identity fits as a chain, piece by piece
-            chains = [[int(k)] for k in open_pieces if identity[k] < 0]
-        _place_chains(chains, result, identity, source, probability, vectors, taken, n_identities,
-                      body, reach)
+    _place_chains(_chains(result, open_pieces, reach), result, identity, source, probability,
+                  vectors, taken, n_identities, body, reach)
+    # what no identity fits as a whole chain: planned jointly once more, now that the chains
+    # around it are placed (the windows are smaller, and the plan allows an animal a body length
+    # beyond track_max_speed; zebrafish test_A: fish darting at the start of a contact were left
+    # without identity, 99.25 -> 99.55 % agreement with idtracker.ai, test_B 98.50 -> 98.62 %,
+    # the generated videos within 0.06 points) ...
+    left = open_pieces[identity[open_pieces] < 0]
+    _retrack_windows(result, identity, source, probability, vectors, trust, taken, n_identities,
+                     body, reach, left, max(2, int(round(MAX_WINDOW_SECONDS * fps))),
+                     max(1, int(round(WINDOW_LINK_SECONDS * fps))))
+    # ... and what is still left, piece by piece
+    _place_chains([[int(k)] for k in open_pieces if identity[k] < 0], result, identity, source,
+                  probability, vectors, taken, n_identities, body, reach)
 
 
 HIDDEN_COST = 1.0  # per frame an identity has no piece, in body lengths of movement
