@@ -722,7 +722,7 @@ def _unclaimed(area: float, claimants: np.ndarray, reference: float) -> int:
     if reference <= 0:
         return 0
     left = (area - float(np.sum(claimants))) / reference
-    return int(np.floor(left + 1 - UNCLAIMED_SHARE)) if left >= UNCLAIMED_SHARE else 0
+    return max(0, int(np.floor(left + 1 - UNCLAIMED_SHARE)))
 
 
 def _holds_just(area: float, animals: float) -> bool:

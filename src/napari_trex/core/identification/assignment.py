@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ..detection import ellipse_radius
 from ..tracking import TrackingResult
@@ -577,10 +579,10 @@ def _retrack_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarr
     # a vote of a few images at a contact is often confidently wrong (a neighbour in the crop):
     # it counts in proportion to its images, and never more than -log(APPEARANCE_FLOOR)
     trust = np.minimum(1.0, n_samples / NETWORK_MIN_IMAGES)
+    window_frames = max(2, int(round(MAX_WINDOW_SECONDS * fps)))
+    link_frames = max(1, int(round(WINDOW_LINK_SECONDS * fps)))
     solved = _retrack_windows(result, identity, source, probability, vectors, trust, taken,
-                              n_identities, body, reach, open_pieces,
-                              max(2, int(round(MAX_WINDOW_SECONDS * fps))),
-                              max(1, int(round(WINDOW_LINK_SECONDS * fps))))
+                              n_identities, body, reach, open_pieces, window_frames, link_frames)
     open_pieces = open_pieces[~np.isin(open_pieces, solved)]
     _place_chains(_chains(result, open_pieces, reach), result, identity, source, probability,
                   vectors, taken, n_identities, body, reach)
@@ -591,8 +593,7 @@ def _retrack_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarr
     # the generated videos within 0.06 points) ...
     left = open_pieces[identity[open_pieces] < 0]
     _retrack_windows(result, identity, source, probability, vectors, trust, taken, n_identities,
-                     body, reach, left, max(2, int(round(MAX_WINDOW_SECONDS * fps))),
-                     max(1, int(round(WINDOW_LINK_SECONDS * fps))))
+                     body, reach, left, window_frames, link_frames)
     # ... and what is still left, piece by piece
     _place_chains([[int(k)] for k in open_pieces if identity[k] < 0], result, identity, source,
                   probability, vectors, taken, n_identities, body, reach)
@@ -665,18 +666,11 @@ def _windows(result: TrackingResult, pieces: np.ndarray, body: float, reach: flo
     few frames, since an animal hidden for a frame or two in a neighbour's blob comes back as a
     piece that must be weighed with the others of its group."""
     t = result.tracklets
-    parent = np.arange(len(pieces))
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return int(k)
-
     alive: dict[int, list[tuple[int, np.ndarray]]] = {}
     for n, k in enumerate(pieces):
         for g in range(int(t.start[k]), int(t.end[k]) + 1):
             alive.setdefault(g, []).append((n, _position(result, int(k), g)))
+    rows, cols = [], []
     for g, here in alive.items():
         a_idx = np.array([n for n, _ in here])
         a_xy = np.array([p for _, p in here])
@@ -684,16 +678,20 @@ def _windows(result: TrackingResult, pieces: np.ndarray, body: float, reach: flo
             there = alive.get(g + dt)
             if not there:
                 continue
-            b_idx = np.array([n for n, _ in there])
             b_xy = np.array([p for _, p in there])
             d = np.hypot(a_xy[:, None, 0] - b_xy[None, :, 0], a_xy[:, None, 1] - b_xy[None, :, 1])
-            for i, j in zip(*np.nonzero(d <= reach * max(dt, 1) + WINDOW_NEAR_BODIES * body)):
-                a, b = root(int(a_idx[i])), root(int(b_idx[j]))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    roots = np.array([root(n) for n in range(len(pieces))])
-    groups = [pieces[roots == r] for r in np.unique(roots)]
-    return sorted(groups, key=lambda w: int(t.start[w].min()))
+            i, j = np.nonzero(d <= reach * max(dt, 1) + WINDOW_NEAR_BODIES * body)
+            rows.append(a_idx[i])
+            cols.append(np.array([n for n, _ in there])[j])
+    m = len(pieces)
+    edges = (np.concatenate(rows), np.concatenate(cols)) if rows else (np.empty(0, int), np.empty(0, int))
+    _, component = connected_components(coo_matrix((np.ones(len(edges[0])), edges), shape=(m, m)),
+                                        directed=False)
+    groups = [pieces[component == c] for c in np.unique(component)]
+    # in time, ties by the group's first piece (the order they are solved in matters)
+    first = [int(np.flatnonzero(component == c)[0]) for c in np.unique(component)]
+    order = sorted(range(len(groups)), key=lambda c: (int(t.start[groups[c]].min()), first[c]))
+    return [groups[c] for c in order]
 
 
 def _retrack_windows(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
