@@ -1124,17 +1124,20 @@ def test_a_unit_ends_when_more_epochs_gain_little_and_goes_on_while_they_do(monk
                                (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"),
                                previous_best=0.9)
     assert unit.epochs == window and unit.stopped_because.startswith("below 0.98 x the best")
-    # the final step is kept only if it beats the best: a window of epochs that do not ends it;
-    # epochs that do let it go on
-    for curve, epochs in (([0.89] * 50, window), ([0.89] * (window - 1) + [0.91] * 50, 2 * window)):
+    # the final step anneals: the window rules would end it while its learning rate is still
+    # high, before the epochs where it gains; it runs its epochs, the rate falling to ~0
+    for curve in ([0.89] * 50, [0.89] * (window - 1) + [0.91] * 50):
         values = iter(curve)
         monkeypatch.setattr(training, "uniqueness", lambda *a, **k: next(values))
         unit = training.train_unit(IdentityNetwork(2, (16, 16)), images, labels, unseen, labels,
                                    (images, np.repeat(np.arange(20), 2)), config, torch.device("cpu"),
-                                   previous_best=0.9, final=True)
-        assert unit.epochs == epochs
-        assert unit.stopped_because.startswith("below 1 x the best" if epochs == window
-                                               else "uniqueness gained")
+                                   previous_best=0.9, final=True, max_epochs=4 * window)
+        assert unit.epochs == 4 * window and unit.stopped_because == "max epochs"
+        rates = [h["learning_rate"] for h in unit.history]
+        assert all(a > b for a, b in zip(rates, rates[1:]))
+        assert rates[0] > 0.9 * config.learning_rate and rates[-1] < 1e-6
+    # a unit that adds segments keeps its constant rate
+    assert {h["learning_rate"] for h in train(climbing).history} == {config.learning_rate}
 
 
 def test_the_network_kept_is_an_average_of_its_last_weights_that_warms_up():

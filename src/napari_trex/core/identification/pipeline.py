@@ -40,6 +40,7 @@ DISCRIMINATION_FRAMES = 333
 PART_AREA = (0.7, 1.3)  # split parts shown to the network: this x the typical whole blob
 PREDICT_PER_TRACKLET = 60  # images averaged per tracklet when applying (evenly spread)
 PROBE_IMAGES = 100  # images per tracklet inside a segment to label it with the network
+FINAL_STEP_EPOCHS_SHARE = 0.1  # the final step's epochs: this share of gpu_max_epochs (15 of 150)
 FINAL_STEP_UNTIL = 0.995  # the final step runs only below this uniqueness (TRex: always)
 PREDICT_LONG_TRACKLET = 1000  # ... and for tracklets of >= 2·fps frames (switch detection)
 
@@ -470,7 +471,7 @@ def identify_events(
         elif final_step:
             # every training image at once; the hold-out stays out (it validates this step too)
             saved = {key: v.clone() for key, v in model.state_dict().items()}
-            epochs = max(3, int(0.25 * settings.gpu_max_epochs))
+            epochs = max(3, int(FINAL_STEP_EPOCHS_SHARE * settings.gpu_max_epochs))
             unit = yield from unit_events("final step", model, train_set.images, train_set.label,
                                           val_set.images, val_set.label,
                                           untrained(disc, trained_ranges), config, device,
