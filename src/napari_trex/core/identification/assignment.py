@@ -666,6 +666,8 @@ def _windows(result: TrackingResult, pieces: np.ndarray, body: float, reach: flo
     few frames, since an animal hidden for a frame or two in a neighbour's blob comes back as a
     piece that must be weighed with the others of its group."""
     t = result.tracklets
+    if not len(pieces):
+        return []
     alive: dict[int, list[tuple[int, np.ndarray]]] = {}
     for n, k in enumerate(pieces):
         for g in range(int(t.start[k]), int(t.end[k]) + 1):
@@ -687,10 +689,12 @@ def _windows(result: TrackingResult, pieces: np.ndarray, body: float, reach: flo
     edges = (np.concatenate(rows), np.concatenate(cols)) if rows else (np.empty(0, int), np.empty(0, int))
     _, component = connected_components(coo_matrix((np.ones(len(edges[0])), edges), shape=(m, m)),
                                         directed=False)
-    groups = [pieces[component == c] for c in np.unique(component)]
+    # each component's pieces in their given order (one stable sort, not a pass per component)
+    by_component = np.argsort(component, kind="stable")
+    _, first, count = np.unique(component, return_index=True, return_counts=True)
+    groups = np.split(pieces[by_component], np.cumsum(count)[:-1])
     # in time, ties by the group's first piece (the order they are solved in matters)
-    first = [int(np.flatnonzero(component == c)[0]) for c in np.unique(component)]
-    order = sorted(range(len(groups)), key=lambda c: (int(t.start[groups[c]].min()), first[c]))
+    order = sorted(range(len(groups)), key=lambda c: (int(t.start[groups[c]].min()), int(first[c])))
     return [groups[c] for c in order]
 
 
