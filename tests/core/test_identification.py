@@ -17,7 +17,8 @@ from napari_trex.core.identification.network import (IdentityNetwork, choose_dev
                                                       load_weights, predict, save_weights)
 from napari_trex.core.identification.pipeline import identify
 from napari_trex.core.identification.samples import SampleParams, class_cap, crop_sample, regular_subsample
-from napari_trex.core.identification.training import label_candidate, uniqueness, uniqueness_per_frame
+from napari_trex.core.identification.training import (holdout_report, holdout_text, label_candidate,
+                                                       uniqueness, uniqueness_per_frame)
 from napari_trex.core.pipeline import track_video
 from napari_trex.core.results import load_identities, save_tracking, trajectory_table
 from napari_trex.core.settings import Settings
@@ -52,6 +53,29 @@ def test_uniqueness_follows_trex_formula_on_hand_made_predictions():
     assert values[1] == pytest.approx(_e(0.5))
     assert uniqueness(probs, frames) == pytest.approx((2 / 3 * _e(0.85) + _e(0.5)) / 2)
     assert _e(1.0) == pytest.approx(1.0) and _e(0.5) == pytest.approx(0.86, abs=0.01)
+
+
+def test_the_holdout_report_names_the_animals_the_network_mixes_up():
+    # 4 animals, 10 hold-out images each: 1 and 2 named as each other 3 + 2 times, 0 once as 3
+    labels = np.repeat(np.arange(4), 10)
+    named = labels.copy()
+    named[[10, 11, 12]] = 2
+    named[[20, 21]] = 1
+    named[0] = 3
+    probs = np.full((40, 4), 0.02)
+    probs[np.arange(40), named] = 0.94
+    report = holdout_report(probs, labels, 4)
+    assert report["images"] == 40 and report["accuracy"] == pytest.approx(34 / 40)
+    assert report["accuracy_per_identity"] == pytest.approx([0.9, 0.7, 0.8, 1.0])
+    # worst pair first: 5 of the 20 images of 1 and 2 swapped; 0 / 3 at 1 of 20 also counts
+    assert [p["identities"] for p in report["confused"]] == [[1, 2], [0, 3]]
+    assert report["confused"][0]["share"] == pytest.approx(0.25)
+    assert holdout_text(report) == ("85.0% of 40 hold-out images named right; hardest to tell "
+                                    "apart: 1 and 2 (25% of their images swapped)")
+    # a network that was not trained here has no hold-out: nothing to say, nothing invented
+    empty = holdout_report(np.empty((0, 4)), np.empty(0, np.int64), 4)
+    assert empty["images"] == 0 and empty["accuracy_per_identity"] == [None] * 4
+    assert holdout_text(empty) == ""
 
 
 def test_automatic_target_uniqueness():
@@ -339,6 +363,11 @@ def test_four_animals_are_identified_with_high_accuracy(four_animals, tmp_path):
     info = json.loads((tmp_path / "identification.json").read_text())
     assert info["uniqueness"] == result.uniqueness
     assert info["uniqueness_all_frames"] == result.uniqueness_all_frames
+    # how the finished network names each animal on the hold-out, in the file and the message
+    holdout = info["holdout"]
+    assert holdout["images"] == len(result.validation) > 0
+    assert len(holdout["accuracy_per_identity"]) == 4 and holdout["accuracy"] >= 0.9
+    assert holdout == result.holdout and "hold-out images named right" in done["message"]
     saved = np.genfromtxt(tmp_path / "trajectories.csv", delimiter=",", names=True, dtype=None,
                           encoding="utf-8")
     assert len(saved) == len(full["frame"]) and "identity_source" in saved.dtype.names

@@ -382,7 +382,8 @@ def _identification_files(identification: Any, staging: Path, run: TrackingRun) 
             "device": identification.device,
             "seconds": identification.seconds, "steps": identification.steps,
             "identified_tracklets": int((ids.identity >= 0).sum()), "tracklets": len(ids.identity),
-            "sources": {s: int((ids.source == s).sum()) for s in SOURCES}}
+            "sources": {s: int((ids.source == s).sum()) for s in SOURCES},
+            "holdout": getattr(identification, "holdout", {})}
     (staging / "identification.json").write_text(json.dumps(info, indent=2, default=float),
                                                   encoding="utf-8")
     names = list(IDENTIFICATION_FILES)

@@ -32,8 +32,8 @@ from .network import (IdentityNetwork, choose_device, configure_cpu_threads, des
                       load_weights, place, predict, predict_either_way)
 from .samples import (Samples, automatic_params, check_holdout, class_cap, cut_samples, holdout_split,
                       images_within, regular_subsample)
-from .training import (ACCEPT_SHARE_OF_BEST, TrainingConfig, UnitResult, label_candidate, train_unit_events,
-                       uniqueness)
+from .training import (ACCEPT_SHARE_OF_BEST, TrainingConfig, UnitResult, holdout_report, holdout_text,
+                       label_candidate, train_unit_events, uniqueness)
 
 Event = dict[str, Any]
 DISCRIMINATION_FRAMES = 333
@@ -59,6 +59,9 @@ class IdentificationResult:
     #: TRex's figure, for comparing with it: every measured frame as it is, the frames trained on
     #: included (``uniqueness`` leaves those out: there it would reward memory)
     uniqueness_all_frames: float = float("nan")
+    #: the finished network on the hold-out: per identity, and the pairs it mixes up most
+    #: (:func:`~.training.holdout_report`); no images when it was not trained here
+    holdout: dict[str, Any] = field(default_factory=dict)
 
 
 def _eligible(run: TrackingRun, parts: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -532,18 +535,24 @@ def identify_events(
     keep = untrained_mask(disc[1], trained_ranges)
     final_u = uniqueness(disc_probs[keep], disc[1][keep], n) if keep.any() else 0.0
     trex_u = uniqueness(disc_probs, disc[1]) if len(disc[0]) else 0.0
+    if val_set is not None and len(val_set):
+        holdout = holdout_report(predict(model, val_set.images, device), val_set.label, n)
+    else:
+        holdout = holdout_report(np.empty((0, n)), np.empty(0, np.int64), n)
     run.result = tracking  # only now, after success: split tracklets become the run's tracklets
     elapsed = time.perf_counter() - started
     hidden = hidden_positions(run.result, identities, n, run.fps, max_speed_px(run))
     coverage = identity_coverage(run.result, identities, n, hidden)
     share = coverage.pop("all")
     how = ", ".join(f"{name} {value:.1%}" for name, value in coverage.items() if value > 0)
+    checked = holdout_text(holdout)
     yield {"stage": "done", "uniqueness": final_u, "uniqueness_all_frames": trex_u,
-           "identified_share": share, "sources": coverage,
+           "identified_share": share, "sources": coverage, "holdout": holdout,
            "message": f"done in {elapsed:.0f} s: {uniqueness_text(final_u, trex_u)}; "
-           f"{share:.1%} of the {n} x {n_frames} animal-frames have an identity ({how or 'none'})"}
+           f"{share:.1%} of the {n} x {n_frames} animal-frames have an identity ({how or 'none'})"
+           + (f"; {checked}" if checked else "")}
     return IdentificationResult(identities, final_u, model, device_name, steps, train_set, val_set, elapsed,
-                                settings, trex_u)
+                                settings, trex_u, holdout)
 
 
 def uniqueness_text(uniqueness: float, all_frames: float) -> str:

@@ -136,6 +136,51 @@ def uniqueness(probs: np.ndarray, frames: np.ndarray, n_identities: int | None =
     return float(values.mean())
 
 
+HOLDOUT_CONFUSED_MIN = 0.02  # a pair is named as hard to tell apart from this share swapped
+
+
+def holdout_report(probs: np.ndarray, labels: np.ndarray, n_identities: int) -> dict[str, Any]:
+    """How well the finished network names each identity on the hold-out (images never trained
+    on, labelled as their tracklets were trained), and which identities it mixes up most.
+
+    The uniqueness says how well the network tells the animals of a frame apart, not which ones
+    it confuses; a biologist checking the result needs the second: the timeline of the pair named
+    here is where a swap is likeliest (TRex plots a uniqueness per class for the same reason).
+    ``confused``: pairs whose images were named as each other in at least
+    :data:`HOLDOUT_CONFUSED_MIN` of the pair's images, worst first (at most 3)."""
+    labels = np.asarray(labels, np.int64)
+    if not len(labels):
+        return {"images": 0, "accuracy": None, "accuracy_per_identity": [None] * n_identities,
+                "confused": []}
+    named = np.asarray(probs).argmax(axis=1)
+    confusion = np.zeros((n_identities, n_identities), np.int64)
+    np.add.at(confusion, (labels, named), 1)
+    shown = confusion.sum(axis=1)
+    per = [float(confusion[i, i] / shown[i]) if shown[i] else None for i in range(n_identities)]
+    pairs = []
+    for a in range(n_identities):
+        for b in range(a + 1, n_identities):
+            images = shown[a] + shown[b]
+            share = (confusion[a, b] + confusion[b, a]) / images if images else 0.0
+            if share >= HOLDOUT_CONFUSED_MIN:
+                pairs.append({"identities": [a, b], "share": float(share)})
+    pairs.sort(key=lambda p: -p["share"])
+    return {"images": int(len(labels)), "accuracy": float(np.trace(confusion) / len(labels)),
+            "accuracy_per_identity": per, "confused": pairs[:3]}
+
+
+def holdout_text(report: dict[str, Any]) -> str:
+    """The hold-out report in one line, for the terminal and the panel ("" without one)."""
+    if not report or not report.get("images"):
+        return ""
+    text = f"{report['accuracy']:.1%} of {report['images']} hold-out images named right"
+    if report["confused"]:
+        worst = report["confused"][0]
+        a, b = worst["identities"]
+        text += f"; hardest to tell apart: {a} and {b} ({worst['share']:.0%} of their images swapped)"
+    return text
+
+
 def frame_subsample(frames: np.ndarray, max_frames: int) -> np.ndarray:
     """Indices of the images taken in at most ``max_frames`` evenly spread distinct frames."""
     distinct = np.unique(frames)

@@ -232,6 +232,7 @@ class IdentificationWidget(JobPanel, Container):
         session.show_results(self.viewer)
         from ...core.identification.assignment import hidden_positions, identity_coverage
         from ...core.identification.pipeline import uniqueness_text
+        from ...core.identification.training import holdout_text
         from ...core.results import max_speed_px
 
         run = session.run
@@ -244,6 +245,9 @@ class IdentificationWidget(JobPanel, Container):
         message = (f"identification done: {shown}\n"
                    f"{coverage['all']:.1%} of the {run.n_individuals} x {len(run.result.assignment)} "
                    f"animal-frames have an identity ({how or 'none'}){saved}")
+        checked = holdout_text(result.holdout)
+        if checked:
+            message += f"\n{checked}"  # which animals to check first on the timeline
         self.status.value = message
         # a notification shows one short line: the details are in the panel
         show_info(f"napari-trex: identified (uniqueness {result.uniqueness:.3f})")
