@@ -28,6 +28,32 @@ def test_the_frame_with_the_most_animals_together_is_found():
     assert sorted(members.tolist()) == [0, 1, 2] and 10 <= frame <= 11
 
 
+def test_no_tracklet_at_all_is_no_frame_and_nobody_together():
+    frame, members = most_coexisting(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+    assert frame == 0 and members.shape == (0,)
+
+
+def test_a_tracking_cut_into_one_frame_pieces_is_refused_with_what_to_check_not_a_crash():
+    # track_max_speed far above how far the animals move (a speed in cm/s against a guessed
+    # cm_per_pixel): every frame's match is ambiguous, every tracklet one frame long
+    import pytest
+
+    from napari_trex.core.datasets import generate
+    from napari_trex.core.errors import NapariTrexError
+    from napari_trex.core.identification.pipeline import identify
+    from napari_trex.core.pipeline import track_video
+    from napari_trex.core.settings import Settings
+    from napari_trex.core.video import ArrayVideo
+
+    video = ArrayVideo(generate(n_individuals=2, n_frames=60, seed=1).frames, 25)
+    settings = Settings().updated(track_max_individuals=2, track_max_speed=1e5,
+                                  recognition_image_size=[32, 32])
+    run = track_video(video, settings)
+    assert len(run.segments) == 0 and (run.result.tracklets.length == 1).all()
+    with pytest.raises(NapariTrexError, match="nothing to learn identities from.*track_max_speed"):
+        identify(run, video, settings)
+
+
 def _tracklets_of(n_animals, per_animal, rng):
     """Random unit 'appearances' per animal, noisy images per tracklet, tracklets of one animal
     one after another in time, all animals side by side."""

@@ -89,7 +89,9 @@ def images_per_tracklet(n_tracklets: int, size: tuple[int, int], max_gb: float, 
 def most_coexisting(start: np.ndarray, end: np.ndarray, weight: np.ndarray) -> tuple[int, np.ndarray]:
     """The frame where the most intervals are present (ties: the largest total weight) and
     the indices of those intervals: animals known to be all different."""
-    last = int(np.max(end)) + 2 if len(end) else 1
+    if not len(end):  # no tracklet to learn from: nobody seen, nobody together
+        return 0, np.empty(0, np.int64)
+    last = int(np.max(end)) + 2
     present = np.zeros(last, np.int64)
     np.add.at(present, start, 1)
     np.add.at(present, np.asarray(end) + 1, -1)
