@@ -507,3 +507,22 @@ def _score_positions(run, path):
             if not len(here) or np.min(np.hypot(*(here - [det["x"][row], det["y"][row]]).T)) > 3:
                 off.append(t)
     return off
+
+
+def test_a_max_speed_far_above_how_animals_move_is_named_with_a_speed_that_works():
+    # track_max_speed in cm/s against a guessed cm_per_pixel can mean hundreds of px per frame:
+    # every match is then ambiguous and every tracklet one frame long
+    import re
+
+    video = ArrayVideo(generate(n_individuals=3, n_frames=120, seed=4).frames, 25)
+    base = Settings().updated(track_max_individuals=3)
+    cut_up = track_video(video, base.updated(track_max_speed=1e5))
+    assert (cut_up.result.tracklets.length <= 2).mean() > 0.9
+    warning = next(w for w in cut_up.auto.warnings if "track_max_speed" in w)
+    assert "ambiguous" in warning and "calibrate cm_per_pixel" in warning
+    suggested = float(re.search(r"Set track_max_speed to about ([0-9.e+]+) cm/s", warning).group(1))
+    assert suggested < 1e5 / 100
+    # the suggested speed tracks the animals: long tracklets, a global segment, no warning
+    fixed = track_video(video, base.updated(track_max_speed=suggested))
+    assert not [w for w in fixed.auto.warnings if "track_max_speed" in w]
+    assert np.median(fixed.result.tracklets.length) > 20 and len(fixed.segments) >= 1

@@ -204,6 +204,57 @@ def units_notice(settings: Settings, width_px: int, fps: float,
             f"rest on the same guess; {how_to_calibrate}")
 
 
+#: a tracking where at least this share of the tracklets last 1-2 frames and end as ambiguous
+#: matches is cut up by its track_max_speed (see :func:`speed_warning`)
+CUT_UP_SHARE = 0.5
+SPEED_SAMPLE_FRAMES = 500  # frame pairs looked at to tell how far animals move and lie apart
+
+
+def speed_warning(result: Any, settings: Settings, width_px: int, fps: float) -> str:
+    """A warning when ``track_max_speed`` is far above how far the animals move in a frame
+    (empty otherwise). The speed term of a match falls with the distance *relative to* the
+    maximum speed: at 800 px per frame for animals 300 px apart (a speed in cm/s against a
+    guessed ``cm_per_pixel``: the flies clip), every animal is almost as likely a match for
+    every other, every match is ambiguous, and every tracklet ends after one frame; the user
+    saw only "no global segment". How far the detections move to the nearest one in the next
+    frame (99th percentile) and the median distance between animals in a frame say what the
+    speed should be: about twice the first, and below the second."""
+    t = result.tracklets
+    if len(t) < 10:
+        return ""
+    from .tracklets import AMBIGUOUS
+
+    short = float(np.mean(t.length <= 2))
+    ambiguous = float(np.mean((t.end_reason & AMBIGUOUS) != 0))
+    if short < CUT_UP_SHARE or ambiguous < CUT_UP_SHARE:
+        return ""
+    det = result.detections
+    n_frames = len(result.assignment)
+    steps, apart = [], []
+    for f in np.unique(np.linspace(0, max(n_frames - 2, 0), SPEED_SAMPLE_FRAMES).astype(int)):
+        a, b = det.rows(int(f)), det.rows(int(f) + 1)
+        xa, ya, xb, yb = det["x"][a], det["y"][a], det["x"][b], det["y"][b]
+        if len(xa) and len(xb):
+            steps.append(np.hypot(xb[:, None] - xa[None], yb[:, None] - ya[None]).min(axis=1))
+        if len(xb) >= 2:
+            d = np.hypot(xb[:, None] - xb[None], yb[:, None] - yb[None])
+            np.fill_diagonal(d, np.inf)
+            apart.append(d.min(axis=1))
+    if not steps or not apart:
+        return ""
+    step = float(np.percentile(np.concatenate(steps), 99))
+    gap = float(np.median(np.concatenate(apart)))
+    cm = settings.pixel_size_cm(width_px)
+    reach = settings.track_max_speed / cm / max(fps, 1e-9)
+    suggested = min(max(2.0 * step, 1.0), gap) * cm * fps
+    return (f"{short:.0%} of the tracklets last 1-2 frames and {ambiguous:.0%} end as ambiguous "
+            f"matches: track_max_speed = {settings.track_max_speed:g} cm/s is {reach:.0f} px per "
+            f"frame, while the animals move up to ~{step:.0f} px per frame and lie ~{gap:.0f} px "
+            "apart, so each is almost as likely a match for every other. Set track_max_speed to "
+            f"about {suggested:.3g} cm/s" + (" (or calibrate cm_per_pixel first: it is guessed)"
+                                             if settings.cm_per_pixel <= 0 else ""))
+
+
 def frame_times(video: Video, settings: Settings) -> tuple[float, np.ndarray]:
     """Frame rate and the time of every frame (real timestamps for variable frame rates)."""
     if settings.frame_rate > 0:
@@ -285,6 +336,9 @@ def _track_video(video: Video, settings: Settings, progress: Progress | None,
         auto.warnings.append(f"the recording ends early: frames after {last} could not be decoded "
                              f"(truncated file); the last {detections.undecodable} frame(s) hold "
                              "no animals")
+    warning = speed_warning(result, settings, video.frame_shape[1], fps)
+    if warning:
+        auto.warnings.append(warning)
     det = result.detections
     segments = global_segments(result.assignment, result.tracklets, det["x"], det["y"], det["split"],
                                video.frame_shape[:2])
