@@ -526,3 +526,20 @@ def test_a_max_speed_far_above_how_animals_move_is_named_with_a_speed_that_works
     fixed = track_video(video, base.updated(track_max_speed=suggested))
     assert not [w for w in fixed.auto.warnings if "track_max_speed" in w]
     assert np.median(fixed.result.tracklets.length) > 20 and len(fixed.segments) >= 1
+
+
+def test_a_max_speed_below_how_fast_animals_move_is_named_with_a_speed_that_works():
+    # the default 10 cm/s against a guessed cm_per_pixel: zebrafish dart at twice that
+    import re
+
+    video = ArrayVideo(generate(n_individuals=3, n_frames=120, seed=4).frames, 25)
+    base = Settings().updated(track_max_individuals=3)
+    slow = track_video(video, base.updated(track_max_speed=0.3))
+    warning = next(w for w in slow.auto.warnings if "track_max_speed" in w)
+    assert "moved at track_max_speed" in warning
+    suggested = float(re.search(r"Set track_max_speed to about ([0-9.e+]+) cm/s", warning).group(1))
+    assert suggested > 0.3 * 1.5
+    fixed = track_video(video, base.updated(track_max_speed=suggested))
+    assert not [w for w in fixed.auto.warnings if "track_max_speed" in w]
+    assert len(fixed.result.tracklets) < len(slow.result.tracklets) / 3
+    assert np.median(fixed.result.tracklets.length) > 20 and len(fixed.segments) >= 1
