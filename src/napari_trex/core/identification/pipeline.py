@@ -602,6 +602,12 @@ PAIR_MIN_IMAGES = 3  # a tracklet with fewer whole images says too little to lea
 PAIRS_MIN_SHARE_SEEN = 0.8
 
 
+def _too_few_tracklets(found: int, n: int) -> NapariTrexError:
+    return NapariTrexError(f"only {found} tracklets have {PAIR_MIN_IMAGES} or more images for {n} "
+                           "animals: nothing to learn identities from; check the tracking "
+                           "(track_max_individuals, blob_size_ranges, track_max_speed)")
+
+
 def _names_from_pairs(run: TrackingRun, requests: _Requests, cut: Callable[..., Any], n: int,
                       size: tuple[int, int], settings: Settings, device: Any,
                       should_stop: Callable[[], bool] | None, why: str
@@ -611,10 +617,8 @@ def _names_from_pairs(run: TrackingRun, requests: _Requests, cut: Callable[..., 
     t = run.result.tracklets
     counts = np.bincount(requests.tracklet, minlength=len(t))
     usable = np.flatnonzero(counts >= PAIR_MIN_IMAGES)
-    if len(usable) < n:  # before anything else: "seen together" means nothing without tracklets
-        raise NapariTrexError(f"only {len(usable)} tracklets have {PAIR_MIN_IMAGES} or more images "
-                              f"for {n} animals: nothing to learn identities from; check the "
-                              "tracking (track_max_individuals, blob_size_ranges, track_max_speed)")
+    if not len(usable):  # before anything else: "seen together" means nothing without tracklets
+        raise _too_few_tracklets(len(usable), n)
     most_frame, most = pairs.most_coexisting(t.start[usable], t.end[usable], counts[usable])
     if len(most) < PAIRS_MIN_SHARE_SEEN * n:
         raise NapariTrexError(f"no global segment, and at most {len(most)} tracklets are ever seen at "
@@ -630,6 +634,8 @@ def _names_from_pairs(run: TrackingRun, requests: _Requests, cut: Callable[..., 
                f"{most_frame})")
     yield {"stage": "path", "path": "pairs", "most_together": int(len(most)),
            "message": f"{why}: learning from tracklet pairs"}
+    if len(usable) < n:
+        raise _too_few_tracklets(len(usable), n)
     by_tracklet = np.argsort(requests.tracklet, kind="stable")
     bounds = np.searchsorted(requests.tracklet[by_tracklet], np.arange(len(t) + 1))
     per = pairs.images_per_tracklet(len(usable), size, settings.gpu_max_sample_gb)
