@@ -157,16 +157,14 @@ def holdout_report(probs: np.ndarray, labels: np.ndarray, n_identities: int) -> 
     np.add.at(confusion, (labels, named), 1)
     shown = confusion.sum(axis=1)
     per = [float(confusion[i, i] / shown[i]) if shown[i] else None for i in range(n_identities)]
-    pairs = []
-    for a in range(n_identities):
-        for b in range(a + 1, n_identities):
-            images = shown[a] + shown[b]
-            share = (confusion[a, b] + confusion[b, a]) / images if images else 0.0
-            if share >= HOLDOUT_CONFUSED_MIN:
-                pairs.append({"identities": [a, b], "share": float(share)})
-    pairs.sort(key=lambda p: -p["share"])
+    # each pair's images named as the other, of both animals' images (one array, not a loop)
+    images = shown[:, None] + shown[None, :]
+    share = np.divide(confusion + confusion.T, images, out=np.zeros(images.shape), where=images > 0)
+    a, b = np.nonzero(np.triu(share >= HOLDOUT_CONFUSED_MIN, k=1))
+    worst = np.argsort(-share[a, b], kind="stable")[:3]
+    confused = [{"identities": [int(a[k]), int(b[k])], "share": float(share[a[k], b[k]])} for k in worst]
     return {"images": int(len(labels)), "accuracy": float(np.trace(confusion) / len(labels)),
-            "accuracy_per_identity": per, "confused": pairs[:3]}
+            "accuracy_per_identity": per, "confused": confused}
 
 
 def holdout_text(report: dict[str, Any]) -> str:
