@@ -917,6 +917,21 @@ def test_pieces_of_animals_wandering_side_by_side_follow_their_animals_through_t
         assert {ids.source[k] for k, (_, a, _) in enumerate(spans) if 50 <= a < 70} == {"inferred"}
 
 
+def test_five_animals_wandering_side_by_side_are_followed_though_too_many_ways_to_list():
+    """Five animals in one gap: in a frame there are more ways to name the pieces than the
+    joint plan lists (:data:`MAX_STATES`), so the likeliest sequences are carried from frame to
+    frame instead (a beam search). Left to the chains, 27 of these pieces went to the wrong
+    animal; planned jointly, at most a crossing's pair."""
+    wrong = []
+    for seed in range(30):
+        result, groups, probs, spans = _wandering_side_by_side(seed, 5)
+        ids = assign_identities(result, groups, probs, 5, fps=25, max_speed_px=500.0)
+        wrong += [(seed, a, slot, int(ids.identity[k])) for k, (slot, a, b) in enumerate(spans)
+                  if 50 <= a < 70 and ids.identity[k] != slot]
+        assert {ids.source[k] for k, (_, a, _) in enumerate(spans) if 50 <= a < 70} == {"inferred"}
+    assert len(wrong) <= 2, wrong
+
+
 def _two_groups_wandering(seed: int, n: int):
     """Two groups of n animals wandering side by side (as above), 1000 px apart, the second
     group's gap of one-frame pieces 12 frames after the first's: 20 frames each, 32 together."""
