@@ -932,6 +932,29 @@ def test_five_animals_wandering_side_by_side_are_followed_though_too_many_ways_t
     assert len(wrong) <= 2, wrong
 
 
+def test_the_beam_search_finds_the_plan_of_listing_every_way_wherever_that_can_be_done(monkeypatch):
+    """Where a gap is small enough to list every way of naming its pieces, the beam search
+    (used where it is not) finds the same plan: it keeps the costs and the rules."""
+    import napari_trex.core.identification.assignment as assignment
+
+    compared = []
+    listing = assignment._window_plan
+
+    def both(*args):
+        plan = listing(*args)
+        if plan is not None:
+            compared.append((plan, assignment._window_beam(*args)))
+        return plan
+
+    monkeypatch.setattr(assignment, "_window_plan", both)
+    for seed in range(20):
+        n = 2 + seed % 2
+        result, groups, probs, spans = _wandering_side_by_side(seed, n)
+        assign_identities(result, groups, probs, n, fps=25, max_speed_px=500.0)
+    assert len(compared) >= 20
+    assert all(plan == beam for plan, beam in compared)
+
+
 def _two_groups_wandering(seed: int, n: int):
     """Two groups of n animals wandering side by side (as above), 1000 px apart, the second
     group's gap of one-frame pieces 12 frames after the first's: 20 frames each, 32 together."""
