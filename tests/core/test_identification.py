@@ -918,10 +918,10 @@ def test_pieces_of_animals_wandering_side_by_side_follow_their_animals_through_t
 
 
 def test_five_animals_wandering_side_by_side_are_followed_though_too_many_ways_to_list():
-    """Five animals in one gap: in a frame there are more ways to name the pieces than the
-    joint plan lists (:data:`MAX_STATES`), so the likeliest sequences are carried from frame to
-    frame instead (a beam search). Left to the chains, 27 of these pieces went to the wrong
-    animal; planned jointly, at most a crossing's pair."""
+    """Five animals in one gap: in a frame there are hundreds of ways to name the pieces, so the
+    plan carries only the likeliest sequences from frame to frame (a beam search). When such a
+    gap was left to the chains (the plan listed every way, and gave up above 60), 27 of these
+    pieces went to the wrong animal; planned jointly, at most a crossing's pair."""
     wrong = []
     for seed in range(30):
         result, groups, probs, spans = _wandering_side_by_side(seed, 5)
@@ -932,27 +932,89 @@ def test_five_animals_wandering_side_by_side_are_followed_though_too_many_ways_t
     assert len(wrong) <= 2, wrong
 
 
+def _listing_plan(result, window, ids, a, b, known, taken, vectors, trust, body, reach,
+                  limit=60):
+    """The reference for the beam search: the same Viterbi, listing every way to name each
+    frame's pieces (how the plan was made before; None above ``limit`` ways in a frame)."""
+    from napari_trex.core.identification import assignment as A
+
+    n_s = len(ids)
+    costs, back, frame_states = None, [], []
+    prev_owner, prev_pieces = np.full((1, 0), -1), np.empty(0, np.int64)
+    for g in range(a, b + 1):
+        alive, here, base, ok, appearance = A._frame_view(result, window, ids, g, known, taken,
+                                                          vectors, trust, body, reach)
+        rows = [[]]
+        for choice in [[-1] + [int(d) for d in np.flatnonzero(row)] for row in ok]:
+            rows = [r + [c] for r in rows for c in choice if c < 0 or c not in r]
+            if len(rows) > limit:
+                return None
+        states = np.array(rows, np.int64).reshape(len(rows), n_s)
+        pos = np.repeat(base[None], len(states), axis=0)
+        holds = states >= 0
+        pos[holds] = here[states[holds]]
+        owner = np.full((len(states), len(alive)), -1)
+        for j in range(n_s):
+            k = np.flatnonzero(holds[:, j])
+            owner[k, states[k, j]] = ids[j]
+        hidden = ~holds & np.array([not taken[g, i] for i in ids])[None]
+        unary = A.HIDDEN_COST * hidden.sum(axis=1) + A.UNCLAIMED_COST * (owner < 0).sum(axis=1)
+        if len(alive):
+            unary += np.where(holds, appearance[np.arange(n_s)[None], np.maximum(states, 0)],
+                              0.0).sum(axis=1)
+        if costs is None:
+            prev_pos = np.array([(known.before(i, a - 1) or known.after(i, a))[1] for i in ids])[None]
+        step = np.hypot(*(pos[None] - prev_pos[:, None]).transpose(3, 0, 1, 2))
+        move = np.where(hidden[None], 0.0, step).sum(axis=2) / body
+        shared = np.flatnonzero(np.isin(prev_pieces, alive))
+        if len(shared):
+            column = {int(k): d for d, k in enumerate(alive)}
+            here_cols = np.array([column[int(k)] for k in prev_pieces[shared]])
+            same = (prev_owner[:, None, shared] == owner[None, :, here_cols]).all(axis=2)
+            move = np.where(same, move, np.inf)
+        total = move + (costs[:, None] if costs is not None else 0.0)
+        pick = total.argmin(axis=0)
+        costs = total[pick, np.arange(len(states))] + unary
+        pos = np.where(hidden[..., None], prev_pos[pick], pos)
+        back.append(pick)
+        frame_states.append((states, alive))
+        prev_pos, prev_owner, prev_pieces = pos, owner, alive
+    end_pos = np.array([A._expected(known, i, b + 1)[0] for i in ids])
+    costs = costs + np.hypot(*(prev_pos - end_pos[None]).transpose(2, 0, 1)).sum(axis=1) / body
+    s = int(np.argmin(costs))
+    plan = {}
+    for g in range(b, a - 1, -1):
+        states, alive = frame_states[g - a]
+        for j, d in enumerate(states[s]):
+            if d >= 0:
+                plan.setdefault(int(alive[d]), ids[j])
+        s = int(back[g - a][s])
+    return plan
+
+
 def test_the_beam_search_finds_the_plan_of_listing_every_way_wherever_that_can_be_done(monkeypatch):
-    """Where a gap is small enough to list every way of naming its pieces, the beam search
-    (used where it is not) finds the same plan: it keeps the costs and the rules."""
+    """Where a gap is small enough to list every way of naming its pieces, frame by frame, the
+    beam search that plans the gaps finds the same plan: it keeps the costs and the rules, and
+    only drops sequences that cannot win."""
     import napari_trex.core.identification.assignment as assignment
 
     compared = []
-    listing = assignment._window_plan
+    beam = assignment._window_beam
 
     def both(*args):
-        plan = listing(*args)
-        if plan is not None:
-            compared.append((plan, assignment._window_beam(*args)))
+        plan = beam(*args)
+        listed = _listing_plan(*args)
+        if listed is not None:
+            compared.append((listed, plan))
         return plan
 
-    monkeypatch.setattr(assignment, "_window_plan", both)
+    monkeypatch.setattr(assignment, "_window_beam", both)
     for seed in range(20):
         n = 2 + seed % 2
         result, groups, probs, spans = _wandering_side_by_side(seed, n)
         assign_identities(result, groups, probs, n, fps=25, max_speed_px=500.0)
     assert len(compared) >= 20
-    assert all(plan == beam for plan, beam in compared)
+    assert all(listed == plan for listed, plan in compared)
 
 
 def _two_groups_wandering(seed: int, n: int):
