@@ -25,7 +25,7 @@ from .settings import Settings
 from .model import AutoParameters, TrackingRun
 from .tracking import TrackingParams
 from .tracking import track as link_tracklets
-from .tracklets import global_segments
+from .tracklets import AMBIGUOUS, WEIRD_DISTANCE, global_segments
 from .video import PyAVVideo, Video, open_video
 
 Progress = Callable[..., None]
@@ -239,8 +239,6 @@ def speed_warning(result: Any, settings: Settings, width_px: int, fps: float) ->
     t = result.tracklets
     if len(t) < 10:
         return ""
-    from .tracklets import AMBIGUOUS, WEIRD_DISTANCE
-
     short = float(np.mean(t.length <= 2))
     ambiguous = float(np.mean((t.end_reason & AMBIGUOUS) != 0))
     too_fast = float(np.mean((t.end_reason & WEIRD_DISTANCE) != 0))
