@@ -76,6 +76,11 @@ def test_the_holdout_report_names_the_animals_the_network_mixes_up():
     empty = holdout_report(np.empty((0, 4)), np.empty(0, np.int64), 4)
     assert empty["images"] == 0 and empty["accuracy_per_identity"] == [None] * 4
     assert holdout_text(empty) == ""
+    # a hold-out that shows only animal 0: all right, but silent about the others, and says so
+    only_first = holdout_report(probs[:10], labels[:10], 4)
+    assert holdout_text(only_first) == ("90.0% of 10 hold-out images named right "
+                                        "(identities 1, 2, 3 not in the hold-out); hardest to "
+                                        "tell apart: 0 and 3 (10% of their images swapped)")
 
 
 def test_automatic_target_uniqueness():
@@ -469,6 +474,28 @@ def test_a_unit_stops_when_nothing_is_left_to_learn():
                       (images.astype(np.uint8), frames), config, torch.device("cpu"), final=True)
     assert unit.stopped_because.startswith(("every identity learnt", "nothing left to learn"))
     assert unit.epochs == 2 and unit.uniqueness > 0.9
+
+
+def test_a_unit_does_not_call_an_identity_learnt_that_the_hold_out_never_shows():
+    """Three animals, but the hold-out holds images of one of them only (the others' tracklets
+    were too short to hold a block out): that one being named right after the first epoch says
+    nothing about the other two, so training goes on until the network tells all three apart."""
+    from napari_trex.core.identification.training import TrainingConfig, train_unit
+
+    rng = np.random.default_rng(1)
+    levels = [(0, 40), (100, 140), (200, 240)]
+    images = np.concatenate([rng.integers(a, b, (60, 16, 16)) for a, b in levels]).astype(np.uint8)
+    labels = np.repeat([0, 1, 2], 60)
+    frames = np.tile(np.arange(60), 3)
+    model = IdentityNetwork(3, (16, 16))
+    config = TrainingConfig(n_identities=3, size=(16, 16), learning_rate=1e-3, max_epochs=30,
+                            accepted_uniqueness=0.99, min_iterations=5)
+    only_first = labels == 0
+    unit = train_unit(model, images, labels, images[only_first], labels[only_first],
+                      (images, frames), config, torch.device("cpu"))
+    assert not unit.stopped_because.startswith(("every identity learnt", "nothing left to learn"))
+    assert unit.history[0]["worst_class_accuracy"] == 0.0  # identities 1 and 2: not checked
+    assert unit.uniqueness > 0.9
 
 
 def test_cancel_is_heard_inside_an_epoch_not_only_between_epochs():
