@@ -1472,3 +1472,48 @@ def test_animals_resting_side_by_side_keep_their_identities_through_confidently_
     wrong = [(a, slot) for k, (slot, a, _) in enumerate(spans) if ids.identity[k] != slot]
     assert wrong == []
     assert {ids.source[k] for k, (_, a, b) in enumerate(spans) if a == b} == {"inferred"}
+
+
+def test_two_mice_resting_side_by_side_for_seconds_keep_their_identities():
+    """Two mice lie side by side for 3 s (the blob split anew every frame: one-frame parts,
+    linked into one chain per mouse; then one blob, not followed, for 6 frames) while a third
+    one is named far away. The parts' votes are
+    confidently wrong (the third mouse, and for some of the right-hand parts the left-hand
+    mouse): so the right-hand chain was a little cheaper for the left-hand mouse's identity than
+    its own chain and took it, and the left-hand chain, which only that identity can reach (the
+    right-hand mouse came from too far), was given the other one part by part: both swapped for
+    the whole contact. A chain that only one identity can reach keeps it."""
+    fps, rest = 25, range(39, 115)
+    spans = [(2, 0, 199), (0, 0, 38), (1, 0, 38)]
+    spans += [(s, f, f) for f in rest for s in (0, 1)]
+    spans += [(0, 121, 199), (1, 121, 199)]
+    result = _result(spans)
+    det, rows = result.detections, result.assignment
+    det["major"][:] = 90.0
+    rng = np.random.default_rng(3)
+    for f in range(200):
+        if f <= 38:  # both walk towards the place where they rest
+            left = np.array([330.0, 468.0]) + (np.array([219.0, 492.0]) - [330.0, 468.0]) * f / 38
+            right = np.array([352.0, 269.0]) + (np.array([290.0, 529.0]) - [352.0, 269.0]) * f / 38
+        elif f in rest:
+            left = np.array([200.0, 470.0]) + rng.uniform(-6, 6, 2)
+            right = np.array([250.0, 515.0]) + rng.uniform(-6, 6, 2)
+        else:  # and walk off again
+            left = np.array([191.0, 472.0]) + (f - 121) * np.array([-0.8, -1.2])
+            right = np.array([257.0, 501.0]) + (f - 121) * np.array([1.0, 0.7])
+        for slot, place in ((0, left), (1, right), (2, (520.0, 430.0))):
+            if rows[f, slot] >= 0:
+                det["x"][rows[f, slot]], det["y"][rows[f, slot]] = place
+    named = {k: np.eye(3)[slot] * 0.96 + 0.01 for k, (slot, a, b) in enumerate(spans) if b > a}
+    groups, probs = _votes(named, 10)
+    parts = [k for k, (slot, a, b) in enumerate(spans) if a == b]
+    part_votes = np.array([[0.7, 0.0, 0.3] if spans[k][0] == 1 and spans[k][1] % 3 == 0
+                           else [0.01, 0.0, 0.99] for k in parts])
+    groups, probs = np.concatenate([groups, parts]), np.concatenate([probs, part_votes])
+    ids = assign_identities(result, groups, probs, 3, fps=fps, max_speed_px=1066.0)
+    left_id, right_id = ids.identity[1], ids.identity[2]
+    assert {int(left_id), int(right_id)} == {0, 1}
+    wrong = [(spans[k][1], spans[k][0], int(ids.identity[k])) for k in parts
+             if ids.identity[k] != (left_id if spans[k][0] == 0 else right_id)]
+    assert wrong == []
+    assert {ids.source[k] for k in parts} == {"inferred"}
