@@ -328,6 +328,7 @@ def test_four_animals_are_identified_with_high_accuracy(four_animals, tmp_path):
                       progress=events.append)
     assert events[0]["stage"] == "device" and events[-1]["stage"] == "done"
     assert any(e["stage"] == "step" and "uniqueness" in e for e in events)
+    assert not [e for e in events if e["stage"] == "warning"]  # nothing to warn about here
     # the path taken is said: the sample's animals are apart most of the time
     path = next(e for e in events if e["stage"] == "path")
     assert path["path"] == "global segment" and "starting from the best global segment" in path["message"]
@@ -392,6 +393,30 @@ def test_four_animals_are_identified_with_high_accuracy(four_animals, tmp_path):
                      apply_only=True)
     agreement = (again.identities.identity == result.identities.identity).mean()
     assert agreement > 0.95
+
+
+def test_a_network_no_better_than_guessing_is_said_not_to_be_trusted(four_animals, tmp_path):
+    """Weights that name every animal alike (here: all zero) leave a uniqueness of 1/4 for four
+    animals, below what random names would give (0.68): the user is warned that the identities
+    cannot be trusted and pointed to the tracking, which is what is wrong most of the time."""
+    from napari_trex.core.identification.network import save_weights
+    from napari_trex.core.identification.pipeline import chance_uniqueness
+
+    assert chance_uniqueness(2) == pytest.approx(0.75) and chance_uniqueness(1) == 1.0
+    assert chance_uniqueness(4) == pytest.approx(1 - 0.75 ** 4)
+    _, video, settings, run = four_animals
+    blank = IdentityNetwork(4, (32, 32))
+    with torch.no_grad():
+        for parameter in blank.parameters():
+            parameter.zero_()
+    save_weights(blank, tmp_path / "blank.pt", {})
+    events = []
+    result = identify(run, video, settings, weights=str(tmp_path / "blank.pt"), apply_only=True,
+                      progress=events.append)
+    assert result.uniqueness < chance_uniqueness(4)
+    warnings = [e["message"] for e in events if e["stage"] == "warning"]
+    assert len(warnings) == 1 and "no better than guessing (0.68 for 4 animals)" in warnings[0]
+    assert "track_max_individuals, blob_size_ranges and track_max_speed" in warnings[0]
 
 
 def test_cancel_leaves_the_previous_results_intact(four_animals, tmp_path):
@@ -1377,6 +1402,7 @@ def test_without_a_global_segment_each_tracklet_is_named_from_tracklet_pairs(fou
     path = next(e for e in events if e["stage"] == "path")
     assert path["path"] == "pairs" and "no global segment (all 4 animals" in path["message"]
     assert any(e["stage"] == "pairs" and "separation" in e for e in events)
+    assert not [e for e in events if e["stage"] == "warning"]  # all four named, and learnt
     assert result.steps[0]["start"] == "pairs"
     # one mapping from identities to animals makes every identified tracklet right
     table = trajectory_table(crowded, result.identities)
@@ -1396,6 +1422,38 @@ def test_without_a_global_segment_each_tracklet_is_named_from_tracklet_pairs(fou
     # loaded weights are checked on the best global segment: without one, a clear refusal
     with pytest.raises(NapariTrexError, match="no global segment"):
         identify(crowded, video, settings, weights=result.model)
+
+
+def test_tracklets_named_from_pairs_that_show_only_some_animals_are_said_to(four_animals, monkeypatch):
+    """Where the tracking is broken (3 mice tracked with too small blob sizes), the tracklets
+    the pairs name may all be one animal: the network cannot learn the others, and the user is
+    told so as soon as that is known, not only by the poor result at the end."""
+    from napari_trex.core.identification import pairs
+
+    _, video, settings, run = four_animals
+    crowded = _without_global_segments(run)
+
+    def all_alike(z, centroids):
+        probs = np.full((len(z), len(centroids)), 0.01)
+        probs[:, 0] = 0.97
+        return probs
+
+    monkeypatch.setattr(pairs, "cluster_probabilities", all_alike)
+
+    class Seen(Exception):
+        pass
+
+    events = []
+
+    def progress(event):
+        events.append(event)
+        if event["stage"] == "warning":
+            raise Seen  # what follows (training on one animal) is not what this test is about
+
+    with pytest.raises(Seen):
+        identify(crowded, video, settings, progress=progress)
+    assert events[-1]["message"].startswith("WARNING: the tracklets named from pairs show only 1 of "
+                                            "the 4 animals: the network cannot learn the others")
 
 
 def test_parts_of_a_resting_pair_are_cut_one_animal_each():

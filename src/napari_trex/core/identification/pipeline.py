@@ -546,6 +546,12 @@ def identify_events(
     share = coverage.pop("all")
     how = ", ".join(f"{name} {value:.1%}" for name, value in coverage.items() if value > 0)
     checked = holdout_text(holdout)
+    guessing = chance_uniqueness(n)
+    if keep.any() and final_u < guessing:
+        yield {"stage": "warning", "message": f"WARNING: uniqueness {final_u:.3f} is no better than "
+               f"guessing ({guessing:.2f} for {n} animals): the identities cannot be trusted. Most "
+               "often the tracking is at fault (TRex's advice): check the tracking's warnings, "
+               "track_max_individuals, blob_size_ranges and track_max_speed, then identify again"}
     yield {"stage": "done", "uniqueness": final_u, "uniqueness_all_frames": trex_u,
            "identified_share": share, "sources": coverage, "holdout": holdout,
            "message": f"done in {elapsed:.0f} s: {uniqueness_text(final_u, trex_u)}; "
@@ -553,6 +559,16 @@ def identify_events(
            + (f"; {checked}" if checked else "")}
     return IdentificationResult(identities, final_u, model, device_name, steps, train_set, val_set, elapsed,
                                 settings, trex_u, holdout)
+
+
+def chance_uniqueness(n_identities: int) -> float:
+    """The uniqueness of a network that names each animal of a frame at random: the expected share
+    of distinct names among N random ones, 1 - (1 - 1/N)^N (0.75 for 2 animals, 0.70 for 3, 0.66
+    for 8; TRex's confidence factor would only lower it). A trained network below it learnt nothing
+    that tells the animals apart, which TRex's documentation finds is a tracking error > 90 % of the
+    time."""
+    n = max(1, int(n_identities))
+    return 1.0 - (1.0 - 1.0 / n) ** n
 
 
 def uniqueness_text(uniqueness: float, all_frames: float) -> str:
@@ -676,6 +692,11 @@ def _names_from_pairs(run: TrackingRun, requests: _Requests, cut: Callable[..., 
     if not len(chosen):
         raise NapariTrexError("the tracklets could not be told apart from their pairs: nothing to "
                               "train on (longer tracklets would help: check the tracking)")
+    shown = len(np.unique(named.identity[chosen]))
+    if shown < n:  # the network cannot learn an animal it is shown no image of
+        yield {"stage": "warning", "message": f"WARNING: the tracklets named from pairs show only "
+               f"{shown} of the {n} animals: the network cannot learn the others (longer "
+               "tracklets would help: check the tracking's warnings)"}
     return {int(k): int(named.identity[k]) for k in chosen}
 
 

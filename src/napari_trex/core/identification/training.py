@@ -305,13 +305,13 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
             worst, val_loss = 0.0, float("nan")
             if len(val_images):
                 hits = probs_val.argmax(axis=1) == val_labels
-                # an identity trained on but absent from the hold-out (its tracklets too short to
-                # hold a block out) is not known to be learnt: it counts as 0, so the rules on
-                # "every identity learnt" never fire on the identities that happen to be checked
-                # (3 mice, tracklets named from pairs: one identity's images were the whole
-                # hold-out, the unit stopped after 1 epoch at uniqueness 0.333)
+                # an identity absent from the hold-out (its tracklets too short to hold a block
+                # out, or none named at all) is not known to be learnt: it counts as 0, so the
+                # rules on "every identity learnt" never fire on the identities that happen to be
+                # checked (3 mice, tracklets named from pairs: one identity's images were the
+                # whole hold-out, the unit stopped after 1 epoch at uniqueness 0.333)
                 worst = min(float(hits[val_labels == c].mean()) if (val_labels == c).any() else 0.0
-                            for c in np.union1d(np.unique(train_labels), np.unique(val_labels)))
+                            for c in range(config.n_identities))
                 picked = probs_val[np.arange(len(val_labels)), val_labels]
                 val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean())
             u = uniqueness(predict(shown, quick_images, device), quick_frames,
