@@ -501,6 +501,24 @@ def test_a_unit_stops_when_nothing_is_left_to_learn():
     assert unit.epochs == 2 and unit.uniqueness > 0.9
 
 
+def test_one_epoch_with_the_hold_out_right_does_not_end_a_unit():
+    """Two animals told apart at once: every hold-out image is right after the first epoch, but
+    the hold-out lies in the tracklets trained on; the unit goes on until two epochs agree."""
+    from napari_trex.core.identification.training import TrainingConfig, train_unit
+
+    rng = np.random.default_rng(0)
+    images = np.concatenate([rng.integers(0, 30, (40, 16, 16)), rng.integers(200, 255, (40, 16, 16))])
+    labels = np.repeat([0, 1], 40)
+    frames = np.tile(np.arange(40), 2)
+    config = TrainingConfig(n_identities=2, size=(16, 16), learning_rate=1e-2, max_epochs=40,
+                            accepted_uniqueness=1.01, min_iterations=20)  # a target never reached
+    unit = train_unit(IdentityNetwork(2, (16, 16)), images.astype(np.uint8), labels,
+                      images.astype(np.uint8), labels, (images.astype(np.uint8), frames), config,
+                      torch.device("cpu"))
+    assert unit.history[0]["worst_class_accuracy"] == 1.0  # right after one epoch ...
+    assert unit.epochs == 2 and unit.stopped_because.startswith("every identity learnt")
+
+
 def test_a_unit_does_not_call_an_identity_learnt_that_the_hold_out_never_shows():
     """Three animals, but the hold-out holds images of one of them only (the others' tracklets
     were too short to hold a block out): that one being named right after the first epoch says

@@ -327,7 +327,11 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                 reason = "uniqueness reached"
                 break
             learnt = len(history) >= 2 and all(h["worst_class_accuracy"] > 0.97 for h in history[-2:])
-            if learnt or (worst >= 0.99 and not final):
+            # one epoch with every hold-out image right is not yet a network that has learnt (the
+            # hold-out lies in the same tracklets): on crowded 10 x 3000 seed 2 the initial unit
+            # stopped so at uniqueness 0.779; from the third epoch on, or two epochs > 97 %, it
+            # stops at 0.866 (95.63 -> 96.53 % right; the other benchmark cases unchanged)
+            if learnt or (worst >= 0.99 and not final and epoch >= 3):
                 # the final step starts from a network that knows every image class: two epochs
                 # that keep every identity learnt on the hold-out are all it needs
                 reason = "every identity learnt (validation accuracy)"
