@@ -175,8 +175,8 @@ def holdout_text(report: dict[str, Any]) -> str:
     per = report.get("accuracy_per_identity") or []
     unchecked = [i for i, value in enumerate(per) if value is None]
     if unchecked:  # a perfect hold-out of some identities says nothing about the others
-        text += f" (identities {', '.join(map(str, unchecked))} not in the hold-out)" if len(unchecked) > 1 \
-            else f" (identity {unchecked[0]} not in the hold-out)"
+        name = "identity" if len(unchecked) == 1 else "identities"
+        text += f" ({name} {', '.join(map(str, unchecked))} not in the hold-out)"
     if report["confused"]:
         worst = report["confused"][0]
         a, b = worst["identities"]
@@ -304,14 +304,13 @@ def train_unit_events(model: IdentityNetwork, train_images: np.ndarray, train_la
                 np.empty((0, config.n_identities))
             worst, val_loss = 0.0, float("nan")
             if len(val_images):
-                hits = probs_val.argmax(axis=1) == val_labels
                 # an identity absent from the hold-out (its tracklets too short to hold a block
                 # out, or none named at all) is not known to be learnt: it counts as 0, so the
                 # rules on "every identity learnt" never fire on the identities that happen to be
                 # checked (3 mice, tracklets named from pairs: one identity's images were the
                 # whole hold-out, the unit stopped after 1 epoch at uniqueness 0.333)
-                worst = min(float(hits[val_labels == c].mean()) if (val_labels == c).any() else 0.0
-                            for c in range(config.n_identities))
+                per = holdout_report(probs_val, val_labels, config.n_identities)["accuracy_per_identity"]
+                worst = min(0.0 if value is None else value for value in per)
                 picked = probs_val[np.arange(len(val_labels)), val_labels]
                 val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean())
             u = uniqueness(predict(shown, quick_images, device), quick_frames,
