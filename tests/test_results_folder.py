@@ -126,6 +126,27 @@ def test_the_same_parameters_reuse_the_folder_and_change_nothing(tracked, video,
     assert {p.name: p.read_bytes() for p in tracked.iterdir() if p.is_file()} == files
 
 
+def test_defaults_measured_instead_are_reused_while_left_as_defaults(tmp_path, capsys):
+    # the default sizes and speed miss these animals (3.5 cm², 2 px per frame): the run measured
+    # its own; the same command again (still the defaults) reuses it, a speed set tracks again
+    path, _ = generate(n_individuals=2, n_frames=60, size=128, seed=5, body_length=16).write(
+        tmp_path / "v.mp4")
+    out = tmp_path / "out"
+    assert main(["track", str(path), "-o", str(out), "--set", "track_max_individuals=2"]) == 0
+    said = capsys.readouterr().out
+    assert "estimated track_max_speed" in said and "estimated blob_size_ranges" in said
+    first = load_tracking(out)
+    assert set(first.auto.replaced_defaults) == {"blob_size_ranges", "track_max_speed"}
+    assert main(["track", str(path), "-o", str(out), "--set", "track_max_individuals=2", "-q"]) == 0
+    assert "nothing to do" in capsys.readouterr().out and load_tracking(out).run_id == first.run_id
+    speed = first.settings.track_max_speed * 1.1
+    assert main(["track", str(path), "-o", str(out), "--set", "track_max_individuals=2",
+                 "--set", f"track_max_speed={speed}", "-q"]) == 0
+    again = load_tracking(out)
+    assert again.run_id != first.run_id and again.settings.track_max_speed == pytest.approx(speed)
+    assert "track_max_speed" not in again.auto.replaced_defaults
+
+
 def test_a_video_replaced_at_the_same_path_is_not_taken_for_the_old_one(tmp_path, capsys):
     path, _ = generate(n_individuals=3, n_frames=80, size=256, seed=3).write(tmp_path / "v.mp4")
     out = tmp_path / "out"

@@ -78,16 +78,39 @@ def test_a_user_supplied_background_image_is_used(tmp_path):
                     settings.updated(background_image=str(tmp_path / "small.png")))
 
 
-def test_a_size_range_that_misses_the_animals_is_reported():
+def test_default_sizes_and_speed_that_miss_the_animals_on_a_guessed_scale_are_measured_instead():
+    # a user sets only the number of animals: the default blob_size_ranges [0.1, 3] cm² at the
+    # guessed 30 cm / 128 px miss these animals (3.5 cm²), the default 10 cm/s is 2 px per frame
     synthetic = generate(n_individuals=2, n_frames=40, size=128, seed=5, body_length=16)
-    # default blob_size_ranges [0.1, 3] cm² at 30 cm / 128 px: these animals are 3.5 cm²
     run = track_video(ArrayVideo(synthetic.frames, 25), Settings().updated(track_max_individuals=2))
+    assert run.auto.warnings == []
+    assert set(run.auto.replaced_defaults) == {"blob_size_ranges", "track_max_speed"}
+    lo, hi = run.settings.blob_size_ranges[0]
+    assert lo < 3.5 < hi and run.settings.track_max_speed > 10 * 1.5
+    notes = "\n".join(run.auto.describe())
+    assert "the default [[0.1, 3.0]] cm² on the guessed scale is smaller than the animals" in notes
+    assert "estimated track_max_speed" in notes and "the default 10 cm/s" in notes
+    assert (run.result.assignment >= 0).mean() > 0.9
+    # after they part (the first frames they touch) each animal is one tracklet to the end
+    assert min(sorted(run.result.tracklets.length)[-2:]) >= 30
+
+
+def test_sizes_the_user_set_that_miss_the_animals_are_reported_not_replaced():
+    synthetic = generate(n_individuals=2, n_frames=40, size=128, seed=5, body_length=16)
+    video = ArrayVideo(synthetic.frames, 25)
+    mine = Settings().updated(track_max_individuals=2, blob_size_ranges=[[0.1, 2.5]])
+    run = track_video(video, mine)
+    assert run.settings.blob_size_ranges == [(0.1, 2.5)] and not run.auto.replaced_defaults
     assert any("blob_size_ranges" in w and "auto_minmax_size" in w for w in run.auto.warnings)
-    good = track_video(ArrayVideo(synthetic.frames, 25),
-                       Settings().updated(track_max_individuals=2, auto_minmax_size=True))
+    # a calibrated scale makes the defaults a statement about the animals: warned, not replaced
+    calibrated = track_video(video, Settings().updated(track_max_individuals=2, cm_per_pixel=30 / 128))
+    assert not calibrated.auto.replaced_defaults
+    assert any("blob_size_ranges" in w for w in calibrated.auto.warnings)
+    good = track_video(video, mine.updated(auto_minmax_size=True, track_max_speed=2.0))
     assert not [w for w in good.auto.warnings if "blob_size_ranges" in w]
-    # what is left is the default speed, 2 px per frame at this scale, named as such
-    assert [w for w in good.auto.warnings if "Set track_max_speed" in w] == good.auto.warnings
+    # what is left is the speed the user set, 0.4 px per frame at this scale, named as such
+    assert [w for w in good.auto.warnings if "Set track_max_speed" in w] == good.auto.warnings != []
+    assert good.settings.track_max_speed == 2.0
 
 
 def _reference_blobs(mask: np.ndarray, diff: np.ndarray) -> dict[str, np.ndarray]:

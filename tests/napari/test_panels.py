@@ -212,3 +212,24 @@ def test_the_panel_says_what_lengths_rest_on_until_calibrated(tracking_panel):
     assert "calibration line" in panel.units.value and "--set" not in panel.units.value
     panel.form.field("cm_per_pixel").value = 0.05
     assert "calibrated" in panel.units.value
+
+
+def test_defaults_that_miss_the_animals_are_measured_and_the_panel_says_which(
+        make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    # a user types only the number of animals; at the guessed scale the default sizes and speed
+    # miss these animals (3.5 cm², 2 px per frame): both are measured, and the panel says so
+    path, _ = generate(n_individuals=2, n_frames=60, size=128, seed=5, body_length=16).write(
+        tmp_path / "small.mp4")
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    panel = open_panel(viewer, "Tracking")
+    panel.form.field("track_max_individuals").value = 2
+    infos = []
+    monkeypatch.setattr("napari.utils.notifications.show_info", infos.append)
+    job = panel.start_tracking()
+    wait_for(qtbot, job)
+    assert job.outcome == "done"
+    assert "estimated track_max_speed" in panel.status.value
+    assert "estimated blob_size_ranges" in panel.status.value
+    assert any("blob_size_ranges, track_max_speed" in m and "Track tab" in m for m in infos)
+    assert session_for(viewer).run.settings.track_max_speed > 10.0

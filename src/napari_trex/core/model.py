@@ -26,6 +26,9 @@ class AutoParameters:
     merged_area_px: float = 0.0  # a blob at least this large holds several animals (0 = unknown)
     smallest_area_px: float = 0.0  # smaller blobs in range are more likely fragments (0 = unknown)
     sampled_frames: int = 0
+    track_max_speed: float | None = None  # cm/s, measured in place of a default that did not fit
+    #: setting -> why its default was replaced by the value measured (see pipeline.guessed_default)
+    replaced_defaults: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     units: str = ""  # what the lengths rest on, when cm_per_pixel is not calibrated
 
@@ -36,7 +39,12 @@ class AutoParameters:
                          f"(95th percentile of blob counts in {self.sampled_frames} frames)")
         if self.blob_size_ranges is not None:
             lo, hi = self.blob_size_ranges[0]
-            lines.append(f"estimated blob_size_ranges = [[{lo:.4g}, {hi:.4g}]] cm²")
+            why = self.replaced_defaults.get("blob_size_ranges")
+            lines.append(f"estimated blob_size_ranges = [[{lo:.4g}, {hi:.4g}]] cm²"
+                         + (f": {why}" if why else ""))
+        if self.track_max_speed is not None:
+            lines.append(f"estimated track_max_speed = {self.track_max_speed:.3g} cm/s: "
+                         f"{self.replaced_defaults.get('track_max_speed', '')}")
         if self.reference_area_px > 0:
             lines.append(f"one animal is typically {self.reference_area_px:.0f} px; a blob of "
                          f"{self.merged_area_px:.0f} px or more holds several animals")

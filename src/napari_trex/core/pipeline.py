@@ -45,12 +45,38 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
 
     TRex samples ~500 frames for this; napari-trex reuses the ``average_samples`` frames
     already read for the background, which saves a pass over the video.
+
+    The default ``blob_size_ranges`` on a guessed scale (see :meth:`Settings.guessed_default`) that
+    misses the animals (mice 90 px long in a 640 px frame are ~15 cm² against the default
+    0.1-3 cm²: 23 % of their animal-frames right) is replaced by sizes measured as with
+    ``auto_minmax_size``, when those find the N animals in most frames.
     """
-    width = samples.shape[2]
-    px_area = settings.pixel_size_cm(width) ** 2
     auto_n = settings.track_max_individuals == 0
     auto_size = settings.auto_minmax_size or (
         auto_n and settings.blob_size_ranges == Settings().blob_size_ranges)
+    fitted, auto, misses = _estimate_parameters(samples, background, settings, auto_size)
+    if misses and not auto_size and settings.guessed_default("blob_size_ranges"):
+        try:
+            measured, instead, still = _estimate_parameters(samples, background, settings, True)
+        except NapariTrexError:  # nothing animal-like to measure: the warning stands
+            return fitted, auto
+        if not still:
+            default = [list(r) for r in settings.blob_size_ranges]
+            instead.replaced_defaults["blob_size_ranges"] = (
+                f"the default {default} cm² on the guessed scale {misses}; set blob_size_ranges "
+                "or calibrate cm_per_pixel to choose")
+            return measured, instead
+    return fitted, auto
+
+
+def _estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: Settings,
+                         auto_size: bool) -> tuple[Settings, AutoParameters, str]:
+    """:func:`estimate_parameters` with sizes measured (``auto_size``) or as set, and why the
+    sizes miss the animals (empty when they do not)."""
+    width = samples.shape[2]
+    px_area = settings.pixel_size_cm(width) ** 2
+    auto_n = settings.track_max_individuals == 0
+    misses = ""
     probe = DetectionParams.from_settings(settings, samples.shape[1:])
     if auto_size:
         probe = dataclasses.replace(probe, size_ranges_px=((NOISE_FLOOR_PX, np.inf),),
@@ -94,6 +120,8 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
             # what that means depends on how many still fit (flies of different sizes: most):
             # the tracker follows an animal up to the merge size learnt from those that fit
             outside = float(np.mean(~in_range(largest)))
+            misses = f"is smaller than the animals (the {n} largest blobs are typically " \
+                f"{typical_px * px_area:.4g} cm², {outside:.0%} of them outside it)"
             what = ("the animals are not tracked" if outside > 0.95 or auto.merged_area_px <= 0 else
                     f"{outside:.0%} of them lie outside it; animals are still followed up to "
                     f"{auto.merged_area_px:.0f} px (from those inside), larger blobs are taken for "
@@ -106,6 +134,8 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
                 "Check cm_per_pixel, widen blob_size_ranges, or set auto_minmax_size = true")
         elif share < 0.5:
             typical = f"{typical_px * px_area:.3g} cm²" if len(largest) else "none found"
+            misses = f"found {n} animals in only {share:.0%} of the sampled frames (the {n} " \
+                f"largest blobs are typically {typical})"
             auto.warnings.append(
                 f"only {share:.0%} of the sampled frames show {n} animals within blob_size_ranges "
                 f"{[list(r) for r in settings.blob_size_ranges]} cm² (the {n} largest blobs are "
@@ -125,7 +155,7 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
                                   "and check `blob_size_ranges` and `threshold`")
         auto.n_individuals = n
         settings = settings.updated(track_max_individuals=n)
-    return settings, auto
+    return settings, auto, misses
 
 
 #: A blob holds several animals when it is at least MERGED_SMALLEST x the smallest animals
@@ -222,7 +252,15 @@ MOVING_PX = 1.0  # a detection this near to one in the frame before is resting, 
 
 def speed_warning(result: Any, settings: Settings, width_px: int, fps: float) -> str:
     """A warning when ``track_max_speed`` is far from how far the animals move in a frame, with
-    a speed that works (empty when it is not).
+    a speed that works (empty when it is not); see :func:`speed_advice`."""
+    return speed_advice(result, settings, width_px, fps)[0]
+
+
+def speed_advice(result: Any, settings: Settings, width_px: int, fps: float
+                 ) -> tuple[str, float, str]:
+    """``(warning, speed suggested in cm/s, what went wrong in a few words)`` when
+    ``track_max_speed`` is far from how far the animals move in a frame (``("", 0, "")`` when
+    it is not).
 
     The speed term of a match falls with the distance *relative to* the maximum speed: at 800 px
     per frame for animals 300 px apart (a speed in cm/s against a guessed ``cm_per_pixel``: the
@@ -238,13 +276,13 @@ def speed_warning(result: Any, settings: Settings, width_px: int, fps: float) ->
     not when the detection itself is in doubt (a warning about blob sizes or counts came first)."""
     t = result.tracklets
     if len(t) < 10:
-        return ""
+        return "", 0.0, ""
     short = float(np.mean(t.length <= 2))
     ambiguous = float(np.mean((t.end_reason & AMBIGUOUS) != 0))
     too_fast = float(np.mean((t.end_reason & WEIRD_DISTANCE) != 0))
     cut_up = short >= CUT_UP_SHARE and ambiguous >= CUT_UP_SHARE
     if not cut_up and too_fast < TOO_FAST_SHARE:
-        return ""
+        return "", 0.0, ""
     det = result.detections
     n_frames = len(result.assignment)
     steps, apart = [], []
@@ -260,7 +298,7 @@ def speed_warning(result: Any, settings: Settings, width_px: int, fps: float) ->
             np.fill_diagonal(d, np.inf)
             apart.append(d.min(axis=1))
     if not steps:
-        return ""
+        return "", 0.0, ""
     steps = np.concatenate(steps)
     moving = steps[steps > MOVING_PX] if (steps > MOVING_PX).any() else steps
     step = float(np.percentile(moving, 95))
@@ -275,11 +313,15 @@ def speed_warning(result: Any, settings: Settings, width_px: int, fps: float) ->
         gap = f" and lie ~{float(np.median(np.concatenate(apart))):.0f} px apart" if apart else ""
         return (f"{short:.0%} of the tracklets last 1-2 frames and {ambiguous:.0%} end as ambiguous "
                 f"matches: {speed}, while {moves}{gap}, so each is almost as likely a match for "
-                f"every other. Set track_max_speed to about {suggested:.3g} cm/s{guessed}")
+                f"every other. Set track_max_speed to about {suggested:.3g} cm/s{guessed}",
+                suggested, f"{reach:.0f} px per frame: it cut {short:.0%} of the tracklets to "
+                f"1-2 frames, while moving animals go up to ~{step:.0f} px per frame")
     if too_fast >= TOO_FAST_SHARE and suggested_px > TOO_FAST_RATIO * reach:
         return (f"{too_fast:.0%} of the tracklets end where the animal moved at track_max_speed: "
-                f"{speed}, while {moves}. Set track_max_speed to about {suggested:.3g} cm/s{guessed}")
-    return ""
+                f"{speed}, while {moves}. Set track_max_speed to about {suggested:.3g} cm/s{guessed}",
+                suggested, f"{reach:.0f} px per frame: it ended {too_fast:.0%} of the tracklets, "
+                f"while moving animals go up to ~{step:.0f} px per frame")
+    return "", 0.0, ""
 
 
 def frame_times(video: Video, settings: Settings) -> tuple[float, np.ndarray]:
@@ -336,17 +378,20 @@ def _track_video(video: Video, settings: Settings, progress: Progress | None,
     if auto.reference_area_px > 0:  # keep the pixels of blobs that may hold several animals
         params = dataclasses.replace(params, keep_pixels_above_px=min(
             params.keep_pixels_above_px, 1.15 * auto.reference_area_px))
-    tracking_params = TrackingParams.from_settings(
-        settings, fps, video.frame_shape[1], settings.track_max_individuals, params.size_ranges_px,
-        auto.reference_area_px, auto.merged_area_px, auto.smallest_area_px)
+
+    def tracking_params(settings: Settings) -> TrackingParams:
+        return TrackingParams.from_settings(
+            settings, fps, video.frame_shape[1], settings.track_max_individuals,
+            params.size_ranges_px, auto.reference_area_px, auto.merged_area_px,
+            auto.smallest_area_px)
     t0 = time.perf_counter()
     if pool is not None:
         # tracking follows detection chunk by chunk (both run at once, see streamed_detection)
         with streamed_detection(video, background, params, chunk_frames=chunk_frames,
                                 progress=_stage(progress, "detecting animals"),
                                 should_stop=should_stop, pool=pool) as stream:
-            result = link_tracklets(stream, tracking_params, times, _stage(progress, "tracking"),
-                                    should_stop)
+            result = link_tracklets(stream, tracking_params(settings), times,
+                                    _stage(progress, "tracking"), should_stop)
             detections = stream.joined()
         timings["detection+tracking"] = time.perf_counter() - t0
     else:
@@ -355,11 +400,27 @@ def _track_video(video: Video, settings: Settings, progress: Progress | None,
                                   should_stop=should_stop)
         timings["detection"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = link_tracklets(detections, tracking_params, times, _stage(progress, "tracking"),
-                                should_stop)
+        result = link_tracklets(detections, tracking_params(settings), times,
+                                _stage(progress, "tracking"), should_stop)
         timings["tracking"] = time.perf_counter() - t0
     # (when the detection itself is in doubt, how far its blobs move says nothing of the animals)
-    warning = "" if auto.warnings else speed_warning(result, settings, video.frame_shape[1], fps)
+    warning, suggested, why = ("", 0.0, "") if auto.warnings else \
+        speed_advice(result, settings, video.frame_shape[1], fps)
+    if warning and settings.guessed_default("track_max_speed"):
+        # the default speed in cm/s on a guessed scale: link the same detections again at the
+        # speed measured (linking is seconds; the detection is not repeated)
+        default = settings.track_max_speed
+        settings = settings.updated(track_max_speed=float(f"{suggested:.3g}"))
+        auto.track_max_speed = settings.track_max_speed
+        auto.replaced_defaults["track_max_speed"] = (
+            f"the default {default:g} cm/s on the guessed scale is {why}; set track_max_speed "
+            "or calibrate cm_per_pixel to choose")
+        auto.units = units_notice(settings, video.frame_shape[1], fps)
+        t0 = time.perf_counter()
+        result = link_tracklets(detections, tracking_params(settings), times,
+                                _stage(progress, "tracking again at the speed measured"), should_stop)
+        timings["tracking again"] = time.perf_counter() - t0
+        warning = speed_warning(result, settings, video.frame_shape[1], fps)
     if detections.undecodable:
         last = len(video) - detections.undecodable - 1
         auto.warnings.append(f"the recording ends early: frames after {last} could not be decoded "
@@ -374,4 +435,5 @@ def _track_video(video: Video, settings: Settings, progress: Progress | None,
                        auto, timings)
 
 
-__all__ = ["AutoParameters", "TrackingRun", "estimate_parameters", "frame_times", "track_video"]
+__all__ = ["AutoParameters", "TrackingRun", "estimate_parameters", "frame_times", "speed_advice",
+           "speed_warning", "track_video"]

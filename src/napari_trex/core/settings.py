@@ -294,6 +294,14 @@ class Settings(BaseModel):
         """cm per pixel: ``cm_per_pixel`` if set, else ``meta_real_width / video_width`` (TRex)."""
         return self.cm_per_pixel if self.cm_per_pixel > 0 else self.meta_real_width / video_width
 
+    def guessed_default(self, name: str) -> bool:
+        """Whether ``name`` (an area or speed in cm) is left at its default while the scale is
+        guessed (``cm_per_pixel`` 0): a default in cm then says nothing about this video's
+        animals, so where the video shows that it does not fit, the tracking measures the value
+        instead and says so. A value the user set, or any value on a calibrated scale, is only
+        warned about."""
+        return self.cm_per_pixel <= 0 and getattr(self, name) == getattr(type(self)(), name)
+
     def accepted_uniqueness(self, n_individuals: int) -> float:
         """``gpu_accepted_uniqueness``, or TRex's automatic value max(0.8, (N - 0.5) / N) when 0."""
         if self.gpu_accepted_uniqueness > 0:

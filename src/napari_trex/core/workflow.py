@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,16 +109,19 @@ def same_video(saved: TrackingRun, video: Video, fingerprint: dict[str, Any]) ->
     return all(old.get(k) == fingerprint.get(k) for k in keys if k in old or k in fingerprint)
 
 
-def same_tracking(requested: Settings, used: Settings) -> bool:
+def same_tracking(requested: Settings, used: Settings, replaced: Iterable[str] = ()) -> bool:
     """Whether tracking with ``requested`` gives the run made with ``used`` (identification and
-    output parameters aside; automatic values count as equal)."""
+    output parameters aside; automatic values count as equal, and so do the defaults in
+    ``replaced`` that the run measured instead, while they are still requested as defaults)."""
+    replaced = set(replaced)
     for name in type(requested).model_fields:
         if parameter_info(name)["section"] in ("identification", "output", "corrections"):
             continue
         want, had = getattr(requested, name), getattr(used, name)
         automatic = (name == "track_max_individuals" and want == 0) or \
             (name == "blob_size_ranges" and (requested.auto_minmax_size
-                                             or requested.track_max_individuals == 0))
+                                             or requested.track_max_individuals == 0)) or \
+            (name in replaced and requested.guessed_default(name))
         if want != had and not automatic:
             return False
     return True
@@ -198,7 +201,7 @@ def plan_run(project: Project, video: Video, fingerprint: dict[str, Any], settin
         return Plan(False, ["corrections.json", *IDENTITY_FILES, WEIGHTS_FILE], dropping,
                     f"were made from another video ({run.video_info.path}, "
                     f"{run.video_info.n_frames} frames)", keep_corrections=False)
-    if same_tracking(settings, run.settings) and not retrack:
+    if same_tracking(settings, run.settings, run.auto.replaced_defaults) and not retrack:
         return Plan(reuse=True)
     n = settings.track_max_individuals
     if n and n != run.n_individuals:

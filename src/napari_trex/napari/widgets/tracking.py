@@ -353,6 +353,9 @@ class TrackingWidget(JobPanel, Container):
         self.status.value = message
         # a notification shows one short line: the details (and any warning) are in the panel
         warned = " — see the warning in the Track tab" if run.auto.warnings else ""
+        if run.auto.replaced_defaults:  # a value the panel did not show was used: say which
+            warned = f"; measured, the defaults did not fit: {', '.join(run.auto.replaced_defaults)}" \
+                f"{warned or ' (see the Track tab)'}"
         show_info(f"napari-trex: tracked {run.n_individuals} animals, {n_tracklets} tracklets{warned}")
         if settings.track_max_individuals == 0 and run.auto.n_individuals:
             self.form.field("track_max_individuals").value = run.auto.n_individuals
