@@ -82,7 +82,7 @@ def run_one(path: Path, settings, truth=None, label: str = "", distance: float =
 
 def main() -> int:
     from napari_trex.core.datasets import generate, read_ground_truth, sample_video
-    from napari_trex.core.settings import Settings
+    from napari_trex.core.settings import Settings, parse_assignments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--workdir", help="where generated videos are cached (default: a temp dir)")
@@ -100,10 +100,7 @@ def main() -> int:
     SHOW_EPOCHS, START_FROM = args.epochs, args.start
     only = set(args.only.split(",")) if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
-    extra = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        extra[name] = type(getattr(Settings(), name))(value)
+    extra = parse_assignments(args.set)  # as the command line reads them (false is False)
 
     def settings(**values) -> Settings:
         """A case's settings, with --set on top."""
