@@ -95,6 +95,24 @@ def test_default_sizes_and_speed_that_miss_the_animals_on_a_guessed_scale_are_me
     assert min(sorted(run.result.tracklets.length)[-2:]) >= 30
 
 
+def test_default_sizes_are_kept_for_a_crowd_that_touches_most_of_the_time():
+    # 10 animals that cluster: all 10 apart in few frames, as with sizes that miss them, but the
+    # animals fit the default sizes; sizes measured here would take fragments for animals
+    from napari_trex.core.background import background_for
+    from napari_trex.core.pipeline import estimate_parameters
+
+    crowd = generate(n_individuals=10, n_frames=120, seed=1, realistic=True, body_length=40.0,
+                     sociality=0.6)
+    samples = crowd.frames[::2]
+    settings = Settings().updated(track_max_individuals=10, track_max_speed=30.0)
+    used, auto = estimate_parameters(samples, background_for(samples, settings), settings)
+    assert used.blob_size_ranges == settings.blob_size_ranges and not auto.replaced_defaults
+    assert any("show 10 animals within blob_size_ranges" in w for w in auto.warnings)
+    measured, _ = estimate_parameters(samples, background_for(samples, settings),
+                                      settings.updated(auto_minmax_size=True))
+    assert measured.blob_size_ranges[0][0] < 0.5 * settings.blob_size_ranges[0][0]
+
+
 def test_sizes_the_user_set_that_miss_the_animals_are_reported_not_replaced():
     synthetic = generate(n_individuals=2, n_frames=40, size=128, seed=5, body_length=16)
     video = ArrayVideo(synthetic.frames, 25)

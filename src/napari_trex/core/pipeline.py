@@ -46,10 +46,12 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
     TRex samples ~500 frames for this; napari-trex reuses the ``average_samples`` frames
     already read for the background, which saves a pass over the video.
 
-    The default ``blob_size_ranges`` on a guessed scale (see :meth:`Settings.guessed_default`) that
-    misses the animals (mice 90 px long in a 640 px frame are ~15 cm² against the default
-    0.1-3 cm²: 23 % of their animal-frames right) is replaced by sizes measured as with
-    ``auto_minmax_size``, when those find the N animals in most frames.
+    The default ``blob_size_ranges`` on a guessed scale (see :meth:`Settings.guessed_default`)
+    that is smaller than the animals (mice 90 px long in a 640 px frame are ~6 cm² against the
+    default 0.1-3 cm²: 23 % of their animal-frames right) is replaced by sizes measured as with
+    ``auto_minmax_size``, when those raise no warning. Only then: N animals seen in few frames
+    is also what animals that touch most of the time look like (a crowd of 10 with sizes
+    measured took fragments for animals, 21 of them), and the warning then says so.
     """
     auto_n = settings.track_max_individuals == 0
     auto_size = settings.auto_minmax_size or (
@@ -60,7 +62,7 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
             measured, instead, still = _estimate_parameters(samples, background, settings, True)
         except NapariTrexError:  # nothing animal-like to measure: the warning stands
             return fitted, auto
-        if not still:
+        if not still and not instead.warnings:
             default = [list(r) for r in settings.blob_size_ranges]
             instead.replaced_defaults["blob_size_ranges"] = (
                 f"the default {default} cm² on the guessed scale {misses}; set blob_size_ranges "
@@ -134,8 +136,6 @@ def _estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: 
                 "Check cm_per_pixel, widen blob_size_ranges, or set auto_minmax_size = true")
         elif share < 0.5:
             typical = f"{typical_px * px_area:.3g} cm²" if len(largest) else "none found"
-            misses = f"found {n} animals in only {share:.0%} of the sampled frames (the {n} " \
-                f"largest blobs are typically {typical})"
             auto.warnings.append(
                 f"only {share:.0%} of the sampled frames show {n} animals within blob_size_ranges "
                 f"{[list(r) for r in settings.blob_size_ranges]} cm² (the {n} largest blobs are "
