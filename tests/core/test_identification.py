@@ -1593,3 +1593,27 @@ def test_two_mice_resting_side_by_side_for_seconds_keep_their_identities():
              if ids.identity[k] != (left_id if spans[k][0] == 0 else right_id)]
     assert wrong == []
     assert {ids.source[k] for k in parts} == {"inferred"}
+
+
+def test_an_animal_resting_after_its_last_sighting_keeps_its_identity_before_it_moves_off():
+    """Animal 0 is named until frame 20 at (100, 100), rests there unnamed (one tracklet, no
+    vote) in frames 25-50, then moves off and is named again from frame 80 at (400, 100).
+    Animal 1, named before and after at (160, 100), is hidden in between. On the line between
+    animal 0's two sightings its identity would be expected 25-150 px to the right, farther
+    than animal 1's place: the resting tracklet went to identity 1. Where animal 0 was last
+    seen (nearer in time than where it is next) says it is animal 0."""
+    fps = 25
+    spans = [(0, 0, 20), (0, 80, 120), (1, 0, 20), (1, 80, 120), (0, 25, 50)]
+    result = _result(spans)
+    det, rows = result.detections, result.assignment
+    det["major"][:] = 30.0
+    places = {0: (100.0, 100.0), 1: (400.0, 100.0), 2: (160.0, 100.0), 3: (160.0, 100.0),
+              4: (101.0, 100.0)}
+    for k, (slot, a, b) in enumerate(spans):
+        for f in range(a, b + 1):
+            det["x"][rows[f, slot]], det["y"][rows[f, slot]] = places[k]
+    named = {0: [0.96, 0.04], 1: [0.96, 0.04], 2: [0.04, 0.96], 3: [0.04, 0.96]}
+    groups, probs = _votes(named, 10)
+    ids = assign_identities(result, groups, probs, 2, fps=fps, max_speed_px=25.0 * fps)
+    assert ids.identity[:4].tolist() == [0, 0, 1, 1]
+    assert ids.identity[4] == 0 and ids.source[4] == "inferred"

@@ -935,6 +935,25 @@ def _needed_elsewhere(c: int, i: int, options: dict[int, set[int]], long: dict[i
     return False
 
 
+def _nearest_sighting(before: tuple[int, np.ndarray], after: tuple[int, np.ndarray], g: int
+                      ) -> np.ndarray:
+    """Where an identity is expected in frame ``g`` of a chain: at its sighting nearer in time
+    (the one before on a tie).
+
+    The line between the two sightings assumes an animal that moves steadily across the gap; in
+    a contact animals rest for seconds and then move off, so a resting animal's chain was
+    weighed against a point drifting towards where it would be seen next, and lost its identity
+    to a neighbour's (crowded 10 x 3000 seed 1: an animal resting 1 s beside three others, its
+    parts left without identity while its own was placed on them). Replays of the assignment
+    (same tracking and network), line -> nearer sighting: crowded 10 x 3000 seeds 1 / 2 / 3
+    97.470 / 95.633 / 98.700 -> 97.803 / 95.803 / 98.713 %, crowd of 20 97.640 -> 97.632 %,
+    8 animals in a cohesive group 98.925 -> 99.019 %; realistic 8 x 3000 seeds 1 / 2, zebrafish
+    test_A / test_B, 3 mice unchanged; older captures (session 23 networks): crowded 10 seeds
+    1 / 2 / 3 +0.15 / -0.09 / 0 points, test_B +0.05, the others unchanged. The same within
+    0.02 points when the line is kept for sightings up to 5 or 25 frames apart."""
+    return before[1] if g - before[0] <= after[0] - g else after[1]
+
+
 def _place_chains(chains: list[list[int]], result: TrackingResult, identity: np.ndarray,
                   source: np.ndarray, probability: np.ndarray, vectors: np.ndarray,
                   taken: np.ndarray, n_identities: int, body: float, reach: float,
@@ -964,10 +983,10 @@ def _place_chains(chains: list[list[int]], result: TrackingResult, identity: np.
                 if after is not None and np.hypot(*(after[1] - here_b)) > reach * (after[0] - b):
                     continue
                 if before is not None and after is not None:
-                    span = max(1, after[0] - before[0])
-                    expect_a = before[1] + (after[1] - before[1]) * (a - before[0]) / span
-                    expect_b = before[1] + (after[1] - before[1]) * (b - before[0]) / span
-                    miss = (np.hypot(*(here_a - expect_a)) + np.hypot(*(here_b - expect_b))) / 2
+                    # where it was seen nearest in time, not on the line between the two
+                    # sightings: animals rest, then move (see _nearest_sighting)
+                    miss = (np.hypot(*(here_a - _nearest_sighting(before, after, a)))
+                            + np.hypot(*(here_b - _nearest_sighting(before, after, b)))) / 2
                 elif before is not None:
                     miss = np.hypot(*(here_a - before[1]))
                 else:
