@@ -95,6 +95,21 @@ def test_default_sizes_and_speed_that_miss_the_animals_on_a_guessed_scale_are_me
     assert min(sorted(run.result.tracklets.length)[-2:]) >= 30
 
 
+def test_default_sizes_larger_than_small_animals_on_a_guessed_scale_are_measured_instead():
+    # animals 7 px long in a 400 px frame: ~0.05 cm² at the guessed scale, below the default
+    # 0.1 cm². Calibrated to the same scale, the default is the user's statement: most
+    # animal-frames are lost, and the warning says why
+    synthetic = generate(n_individuals=3, n_frames=40, size=400, seed=5, body_length=7.0)
+    video = ArrayVideo(synthetic.frames, 25)
+    run = track_video(video, Settings().updated(track_max_individuals=3))
+    assert list(run.auto.replaced_defaults) == ["blob_size_ranges"] and run.auto.warnings == []
+    assert "is larger than the animals" in run.auto.replaced_defaults["blob_size_ranges"]
+    assert run.settings.blob_size_ranges[0][0] < 0.05 and (run.result.assignment >= 0).mean() > 0.95
+    calibrated = track_video(video, Settings().updated(track_max_individuals=3, cm_per_pixel=30 / 400))
+    assert (calibrated.result.assignment >= 0).mean() < 0.5
+    assert any("show 3 animals within blob_size_ranges" in w for w in calibrated.auto.warnings)
+
+
 def test_default_sizes_are_kept_for_a_crowd_that_touches_most_of_the_time():
     # 10 animals that cluster: all 10 apart in few frames, as with sizes that miss them, but the
     # animals fit the default sizes; sizes measured here would take fragments for animals
