@@ -52,9 +52,9 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
     900 px frame, 0.05 cm²: not one tracklet) is replaced by sizes measured as with
     ``auto_minmax_size``, when those raise no warning (in the realistic generator's textured
     arena the sizes measured for such small animals also admit specks, so there the warning
-    stays). Only then: N animals seen in few
-    frames is also what animals that touch most of the time look like (a crowd of 10 with sizes
-    measured took fragments for animals, 21 of them), and the warning then says so.
+    stays). Not where the N animals are merely seen apart in few frames: that is also what
+    animals that touch most of the time look like (a crowd of 10 with sizes measured took
+    fragments for animals, 21 of them); the warning then says so.
     """
     auto_n = settings.track_max_individuals == 0
     auto_size = settings.auto_minmax_size or (
