@@ -232,4 +232,9 @@ def test_defaults_that_miss_the_animals_are_measured_and_the_panel_says_which(
     assert "estimated track_max_speed" in panel.status.value
     assert "estimated blob_size_ranges" in panel.status.value
     assert any("blob_size_ranges, track_max_speed" in m and "Track tab" in m for m in infos)
-    assert session_for(viewer).run.settings.track_max_speed > 10.0
+    used = session_for(viewer).run.settings
+    assert used.track_max_speed > 10.0
+    # the fields now show what the tracking used (a second Track keeps it)
+    shown = panel.form.settings(used)
+    assert shown.track_max_speed == pytest.approx(used.track_max_speed)
+    assert np.allclose(shown.blob_size_ranges, used.blob_size_ranges, rtol=1e-3)

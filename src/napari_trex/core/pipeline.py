@@ -98,7 +98,9 @@ def _estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: 
                                   "check that the animals differ from the background")
         p25, p75 = np.percentile(animals, [25, 75])
         ranges_px = [(0.25 * p25, 1.75 * p75)]
-        auto.blob_size_ranges = [(float(lo * px_area), float(hi * px_area)) for lo, hi in ranges_px]
+        # 4 significant digits: what the panel's field and the saved settings show
+        auto.blob_size_ranges = [(float(f"{lo * px_area:.4g}"), float(f"{hi * px_area:.4g}"))
+                                 for lo, hi in ranges_px]
         settings = settings.updated(blob_size_ranges=auto.blob_size_ranges)
     ranges_px = [(lo / px_area, hi / px_area) for lo, hi in settings.blob_size_ranges]
 

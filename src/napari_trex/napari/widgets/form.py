@@ -129,7 +129,11 @@ class ParameterForm(Container):
     def display(self, settings: Settings) -> None:
         """Show the values of ``settings`` in the fields."""
         for w in self.fields():
-            write_value(w, _scaled(getattr(settings, w.name), 1.0 / self.display_scale.get(w.name, 1.0)))
+            self.show_value(w.name, getattr(settings, w.name))
+
+    def show_value(self, name: str, value: Any) -> None:
+        """Show one setting's ``value`` in its field (in the units the field shows)."""
+        write_value(self.field(name), _scaled(value, 1.0 / self.display_scale.get(name, 1.0)))
 
 
 def _scaled(value: Any, factor: float) -> Any:

@@ -359,6 +359,8 @@ class TrackingWidget(JobPanel, Container):
         show_info(f"napari-trex: tracked {run.n_individuals} animals, {n_tracklets} tracklets{warned}")
         if settings.track_max_individuals == 0 and run.auto.n_individuals:
             self.form.field("track_max_individuals").value = run.auto.n_individuals
+        for name in run.auto.replaced_defaults:  # the fields show what was used, not the default
+            self.form.show_value(name, getattr(run.settings, name))
 
     def _on_finish(self, outcome: str) -> None:
         self._set_running(False)
