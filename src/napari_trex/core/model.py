@@ -27,7 +27,7 @@ class AutoParameters:
     smallest_area_px: float = 0.0  # smaller blobs in range are more likely fragments (0 = unknown)
     sampled_frames: int = 0
     track_max_speed: float | None = None  # cm/s, measured in place of a default that did not fit
-    #: setting -> why its default was replaced by the value measured (see pipeline.guessed_default)
+    #: setting -> why its default was replaced by the value measured (see Settings.guessed_default)
     replaced_defaults: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     units: str = ""  # what the lengths rest on, when cm_per_pixel is not calibrated

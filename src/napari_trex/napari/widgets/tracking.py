@@ -353,7 +353,7 @@ class TrackingWidget(JobPanel, Container):
         self.status.value = message
         # a notification shows one short line: the details (and any warning) are in the panel
         warned = " — see the warning in the Track tab" if run.auto.warnings else ""
-        if run.auto.replaced_defaults:  # a value the panel did not show was used: say which
+        if run.auto.replaced_defaults:  # values measured in place of defaults: say which
             warned = f"; measured, the defaults did not fit: {', '.join(run.auto.replaced_defaults)}" \
                 f"{warned or ' (see the Track tab)'}"
         show_info(f"napari-trex: tracked {run.n_individuals} animals, {n_tracklets} tracklets{warned}")
