@@ -231,6 +231,7 @@ def test_defaults_that_miss_the_animals_are_measured_and_the_panel_says_which(
     assert job.outcome == "done"
     assert "estimated track_max_speed" in panel.status.value
     assert "estimated blob_size_ranges" in panel.status.value
+    assert "--set" not in panel.status.value  # the panel's own words for calibrating, above
     assert any("blob_size_ranges, track_max_speed" in m and "Track tab" in m for m in infos)
     used = session_for(viewer).run.settings
     assert used.track_max_speed > 10.0

@@ -32,8 +32,10 @@ class AutoParameters:
     warnings: list[str] = field(default_factory=list)
     units: str = ""  # what the lengths rest on, when cm_per_pixel is not calibrated
 
-    def describe(self) -> list[str]:
-        lines = [f"NOTE: {self.units}"] if self.units else []
+    def describe(self, units: bool = True) -> list[str]:
+        """What was estimated and warned, one line each; ``units``: with the note on what the
+        lengths rest on (the napari panel shows its own, in its words)."""
+        lines = [f"NOTE: {self.units}"] if self.units and units else []
         if self.n_individuals is not None:
             lines.append(f"estimated track_max_individuals = {self.n_individuals} "
                          f"(95th percentile of blob counts in {self.sampled_frames} frames)")

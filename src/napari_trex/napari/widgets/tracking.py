@@ -348,7 +348,8 @@ class TrackingWidget(JobPanel, Container):
         n_tracklets = len(run.result.tracklets)
         message = (f"tracked {run.n_individuals} animals: {n_tracklets} tracklets, "
                    f"{len(run.segments)} global segments{saved}")
-        for line in run.auto.describe():
+        # (the units notice at the top says what lengths rest on, in the panel's words)
+        for line in run.auto.describe(units=False):
             message += f"\n{line}"
         self.status.value = message
         # a notification shows one short line: the details (and any warning) are in the panel
