@@ -62,10 +62,10 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
     fitted, auto, misses = _estimate_parameters(samples, background, settings, auto_size)
     if misses and not auto_size and settings.guessed_default("blob_size_ranges"):
         try:
-            measured, instead, still = _estimate_parameters(samples, background, settings, True)
+            measured, instead, _ = _estimate_parameters(samples, background, settings, True)
         except NapariTrexError:  # nothing animal-like to measure: the warning stands
             return fitted, auto
-        if not still and not instead.warnings:
+        if not instead.warnings:  # (sizes that miss always come with a warning)
             default = [list(r) for r in settings.blob_size_ranges]
             instead.replaced_defaults["blob_size_ranges"] = (
                 f"the default {default} cm² on the guessed scale {misses}; set blob_size_ranges "
@@ -243,7 +243,7 @@ def units_notice(settings: Settings, width_px: int, fps: float,
 
 #: a tracking where at least this share of the tracklets last 1-2 frames and end as ambiguous
 #: matches is cut up by a track_max_speed too high, and one where this share ends because the
-#: animal moved at track_max_speed by one too low (see :func:`speed_warning`). At the settings
+#: animal moved at track_max_speed by one too low (see :func:`speed_advice`). At the settings
 #: the benchmarks use, 0-22 % of the tracklets end ambiguous (the bundled sample 47 %, at 2.1x
 #: the speed suggested: a warning there would mislead a newcomer), 0-18 % at the speed; cut up
 #: by its speed, the flies clip 100 % (78x); too slow (the default 10 cm/s), zebrafish test_A
@@ -255,12 +255,6 @@ TOO_FAST_SHARE = 0.3
 TOO_FAST_RATIO = 1.5  # ... and the speed suggested this many times the one set
 SPEED_SAMPLE_FRAMES = 500  # frame pairs looked at to tell how far animals move and lie apart
 MOVING_PX = 1.0  # a detection this near to one in the frame before is resting, not moving
-
-
-def speed_warning(result: Any, settings: Settings, width_px: int, fps: float) -> str:
-    """A warning when ``track_max_speed`` is far from how far the animals move in a frame, with
-    a speed that works (empty when it is not); see :func:`speed_advice`."""
-    return speed_advice(result, settings, width_px, fps)[0]
 
 
 def speed_advice(result: Any, settings: Settings, width_px: int, fps: float
@@ -427,7 +421,7 @@ def _track_video(video: Video, settings: Settings, progress: Progress | None,
         result = link_tracklets(detections, tracking_params(settings), times,
                                 _stage(progress, "tracking again at the speed measured"), should_stop)
         timings["tracking again"] = time.perf_counter() - t0
-        warning = speed_warning(result, settings, video.frame_shape[1], fps)
+        warning = speed_advice(result, settings, video.frame_shape[1], fps)[0]
     if detections.undecodable:
         last = len(video) - detections.undecodable - 1
         auto.warnings.append(f"the recording ends early: frames after {last} could not be decoded "
@@ -443,4 +437,4 @@ def _track_video(video: Video, settings: Settings, progress: Progress | None,
 
 
 __all__ = ["AutoParameters", "TrackingRun", "estimate_parameters", "frame_times", "speed_advice",
-           "speed_warning", "track_video"]
+           "track_video"]
