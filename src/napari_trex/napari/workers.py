@@ -74,6 +74,8 @@ class Job:
         return self.outcome == ""
 
     def _yielded(self, event: Event) -> None:
+        if self.outcome:  # delivered after the result: stale, it must not overwrite what the panel says
+            return
         if event.get("total"):
             total, done = int(event["total"]), int(event["done"])
             if self.progress.total != total or done < self.progress.n:  # a new stage
