@@ -700,30 +700,6 @@ def test_uniqueness_counts_frames_that_show_every_animal_and_not_the_training_fr
     assert len(all_frames) == 100
 
 
-def test_uniqueness_is_measured_on_whole_animals_not_on_the_parts_of_a_split_blob(four_animals):
-    """As TRex (trex-reference §4.4): a part cut from a blob at a contact is half an animal, or
-    two, and would measure the cut rather than what the network has learnt."""
-    import copy
-
-    from napari_trex.core.identification.pipeline import _Requests, discrimination_index
-
-    run = copy.deepcopy(four_animals[3])
-    r = run.result
-    n_frames = len(r.assignment)
-    frames, slots = np.nonzero((r.assignment >= 0) & (r.tracklet_of >= 0))
-    in_long = r.tracklets.length[r.tracklet_of[frames, slots]] >= 2
-    cut = r.assignment[frames[in_long][::7], slots[in_long][::7]]  # parts that continue tracklets
-    r.detections.columns["split"][cut] = True
-    requests = _Requests(run)
-    measured = discrimination_index(requests, n_frames)
-    rows = r.assignment[requests.frames, requests.slots]
-    assert np.isin(cut, rows).all()  # the parts are still cut for training and prediction...
-    assert not np.isin(rows[measured], cut).any()  # ...but not measured
-    whole = ~r.detections["split"][rows].astype(bool)  # the cut ones and any split before
-    whole_in_sampled = np.flatnonzero(whole & (requests.frames % max(1, n_frames // 333) == 0))
-    assert np.array_equal(measured, whole_in_sampled)
-
-
 def test_the_automatic_crop_fits_the_animals_and_an_explicit_size_is_kept():
     from napari_trex.core.identification.samples import AUTO_MAX_AREA, automatic_params
 

@@ -84,16 +84,6 @@ def _eligible(run: TrackingRun, parts: bool = False) -> tuple[np.ndarray, np.nda
     return frames[keep], slots[keep]
 
 
-def discrimination_index(requests: _Requests, n_frames: int) -> np.ndarray:
-    """The requests uniqueness is measured on: every animal seen whole in ~333 evenly spaced
-    frames (TRex's "discrimination data", trex-reference §4.4), not the parts of a blob split at
-    a contact. A part is half an animal, or two, cut anew every frame: on zebrafish test_B 47 %
-    of them were named wrongly against 9 % of whole blobs, so counting them measured the cuts
-    more than the network (uniqueness 0.912 with them, 0.943 without, the same identities)."""
-    step = max(1, n_frames // DISCRIMINATION_FRAMES)
-    return np.flatnonzero((requests.frames % step == 0) & requests.whole())
-
-
 class _Requests:
     """Builds crop requests (frame, slot, tracklet, x, y, heading, label) from the run."""
 
@@ -104,11 +94,6 @@ class _Requests:
         self.heading, self.decided = heading_angles(run.result, with_decided=True)
         self.frames, self.slots = _eligible(run)
         self.tracklet = run.result.tracklet_of[self.frames, self.slots]
-
-    def whole(self) -> np.ndarray:
-        """Which requests show a whole blob, not a part of one split at a contact."""
-        r = self.run.result
-        return ~r.detections["split"][r.assignment[self.frames, self.slots]].astype(bool)
 
     def parts(self) -> _Requests:
         """Requests for the clean one-frame parts at contacts instead (see :func:`_eligible`)."""
@@ -239,8 +224,10 @@ def identify_events(
         return Samples(images, requests.frames[index], requests.slots[index],
                        requests.tracklet[index], labels)
 
+    # discrimination images: every animal in ~333 evenly spaced frames (for uniqueness)
     n_frames = len(run.result.assignment)
-    disc_index = discrimination_index(requests, n_frames)
+    step = max(1, n_frames // DISCRIMINATION_FRAMES)
+    disc_index = np.flatnonzero(requests.frames % step == 0)
     discrimination = yield from cut(disc_index, why="cutting images to measure uniqueness")
     disc = (discrimination.images, discrimination.frame)
     target = settings.accepted_uniqueness(n)
