@@ -280,7 +280,9 @@ def test_animals_resting_in_contact_are_followed_through_it_not_cut_frame_by_fra
     # the threshold, the seam wavered and most frames of the contact were one-frame tracklets
     # (0.32 of the split frames in tracklets of 5+); divided between where each slot predicts
     # its animal while they stay put, each part stays on its animal and the tracklets go on
-    # through the still stretches of the contact (0.49)
+    # through the still stretches of the contact (0.49). Resting animals jitter (posture, and
+    # the division shifts by a pixel or two): a rest that ended at a jitter of a tenth of the
+    # animal's size fell back to the wavering seam (0.49 -> 0.55 with LASTING_STILL 0.3)
     synthetic = generate(n_individuals=4, n_frames=400, seed=6, realistic=True)
     run = _run(synthetic)
     result = run.result
@@ -288,7 +290,7 @@ def test_animals_resting_in_contact_are_followed_through_it_not_cut_frame_by_fra
     parts = result.detections["split"][result.assignment[frames, slots]]
     lengths = result.tracklets.length[result.tracklet_of[frames, slots]]
     assert parts.sum() > 100  # a long contact ...
-    assert (lengths[parts] >= 5).mean() >= 0.45  # ... followed in tracklets, not frame by frame
+    assert (lengths[parts] >= 5).mean() >= 0.53  # ... followed in tracklets, not frame by frame
     assert _score(run, synthetic).mixed == []  # ... and none carries two animals
 
 

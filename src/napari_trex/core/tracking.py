@@ -114,6 +114,18 @@ RETURN_OFFSET_TOLERANCE = 0.2
 #: of its size since the last frame): animals resting against each other, the long contacts.
 #: Animals that cross move into each other, and the halves of a split X look like whole animals.
 RETURN_STILL = 0.1
+#: A contact goes on (the blob is divided between where the slots predict their animals, see
+#: _split) while every animal in it moved, and is predicted to move, at most this share of its
+#: size since the last frame ...
+LASTING_STILL = 0.3
+#: ... and at most this share over its last HISTORY frames: resting animals jitter (posture, and
+#: the division of the blob shifts by a few pixels), animals crossing in contact move one way.
+#: At RETURN_STILL's 0.1 the jitter alone ended a rest after a frame or two, and the threshold
+#: then cut the blob anew every frame along a seam that wavered between the animals: the split
+#: parts hopped from animal to animal and their identities with them (realistic 8 x 3000 seed 2:
+#: all 27 wrong animal-frames). At 0.3 without the second rule, a slow crossing of the plain
+#: generator was divided by the predictions and one tracklet carried both animals out of it.
+LASTING_DRIFT = 0.8
 #: ... and only while the other parts lie at least this many animal sizes away (side by side;
 #: closer, the animals lie partly over each other and a part's centre is no animal's centre).
 RETURN_APART = 0.9
@@ -411,15 +423,18 @@ def track(detections: Detections | StreamedDetections, params: TrackingParams,
                         if params.reference_area > 0 else 2
                 # a contact that goes on: every animal inside was in one in the last frame, none
                 # may be a pair never seen apart (PAIR_AREA), the blob holds no animal nobody
-                # claims (its area fits the claimants'), and they stay put (RETURN_STILL:
-                # animals crossing in contact move through each other, and parts drawn from
-                # the predictions follow the predictions, not the animals); then the
+                # claims (its area fits the claimants'), and they stay put (LASTING_STILL,
+                # LASTING_DRIFT: animals crossing in contact move through each other, and parts
+                # drawn from the predictions follow the predictions, not the animals); then the
                 # predictions divide it (see _split)
                 lasting = len(claimants) >= 2 and bool((last_contact[claimants] == t - 1).all()) \
                     and params.reference_area > 0 \
                     and bool((typical_area[claimants] < PAIR_AREA * params.reference_area).all()) \
                     and _holds_just(blobs.area[b], float(typical_area[claimants].sum())) \
-                    and not any(_moving(pred[i], pred[i], last_pos[slots[i]], typical_area[slots[i]])
+                    and not any(_moving(pred[i], pred[i], last_pos[slots[i]], typical_area[slots[i]],
+                                        LASTING_STILL)
+                                or _wandered(hist_pos[slots[i]], last_pos[slots[i]],
+                                             typical_area[slots[i]])
                                 for i in np.flatnonzero(inside))
                 parts = _split(detections, int(blobs.row[b]), base, k, params,
                                pred[inside] if len(claimants) >= 2 else None, lasting)
@@ -732,11 +747,21 @@ def _holds_just(area: float, animals: float) -> bool:
     return (1 - MAX_OVERLAP) * animals <= area <= ONE_ANIMAL_GROWTH * animals
 
 
-def _moving(pos: np.ndarray, predicted: np.ndarray, last: np.ndarray, area: float) -> bool:
-    """Did the animal move, or is it predicted to move, more than :data:`RETURN_STILL` animal
-    sizes since its last frame?"""
+def _moving(pos: np.ndarray, predicted: np.ndarray, last: np.ndarray, area: float,
+            still: float = RETURN_STILL) -> bool:
+    """Did the animal move, or is it predicted to move, more than ``still`` animal sizes
+    since its last frame?"""
     step = max(float(np.hypot(*(pos - last))), float(np.hypot(*(predicted - last))))
-    return not np.isfinite(step) or step > RETURN_STILL * np.sqrt(area)
+    return not np.isfinite(step) or step > still * np.sqrt(area)
+
+
+def _wandered(history: np.ndarray, last: np.ndarray, area: float) -> bool:
+    """Has the animal moved more than :data:`LASTING_DRIFT` animal sizes from the oldest of
+    its recent positions (``history``, NaN where unknown) to ``last``?"""
+    known = history[np.isfinite(history).all(axis=1)]
+    if not len(known):
+        return False
+    return float(np.hypot(*(last - known[0]))) > LASTING_DRIFT * np.sqrt(area)
 
 
 def _nearest(points: np.ndarray, pos: np.ndarray) -> float:
