@@ -1284,6 +1284,68 @@ def test_segments_that_pass_are_trained_on_together_and_retried_in_halves_if_the
     assert after and max(after) <= at_once and after[-1] == 1
 
 
+def test_a_naming_that_contradicts_what_is_known_is_found():
+    """One tracklet named otherwise, or two tracklets seen at the same time named alike: both
+    say that one of the namings is wrong (one animal is never in two tracklets at once)."""
+    from napari_trex.core.identification.pipeline import contradicted
+
+    start, end = np.array([0, 0, 50, 60, 200]), np.array([100, 100, 120, 90, 300])
+    known = {0: 0, 1: 1}
+    assert contradicted({2: 2, 3: 3}, known, start, end) == set()
+    assert contradicted({0: 0, 2: 1}, known, start, end) == {1}  # 2 and 1 share frames 50-100
+    assert contradicted({0: 1, 2: 2}, known, start, end) == {0, 1}  # 0 renamed, and as 1
+    assert contradicted({4: 0}, known, start, end) == set()  # after tracklet 0: may be animal 0
+    assert contradicted({0: 0}, {}, start, end) == set()
+
+
+@pytest.mark.timeout(600)
+def test_two_segments_that_name_the_same_animals_otherwise_are_not_trained_on_together(
+        four_animals, monkeypatch):
+    """Accumulation labels many segments with one network. Two look-alike animals swapped in one
+    segment and named right in a segment that shares their tracklets: one of the two namings is
+    wrong and nothing yet says which, so neither is trained on in that unit, and the swap never
+    becomes a training label (trained on, the network learns the swap and names later segments
+    so)."""
+    import napari_trex.core.identification.pipeline as pipeline
+
+    _, _, settings, _ = four_animals
+    synthetic = generate(n_individuals=4, n_frames=400, seed=2, cohesion=1.0, size=320)
+    video = ArrayVideo(synthetic.frames, 25)
+    run = track_video(video, settings)
+    assert len(run.segments) >= 4
+    segments = [set(run.result.tracklet_of[int(run.segments.start[k])].tolist())
+                for k in np.argsort(run.segments.rank)]  # the order they are labelled in
+    initial = segments[0]  # trained first, labelled by slot
+    # the first segment whose new tracklets a later segment shows again: swapped there, the
+    # later one (named right) disagrees with it
+    first, shared = next((i, sorted((a - initial) & b)) for i, a in enumerate(segments[1:], 1)
+                         for b in segments[i + 1:] if (a - initial) & b and len(a - initial) >= 2)
+    a = shared[0]
+    b = next(t for t in sorted(segments[first] - initial) if t != a)
+    real = pipeline.label_candidate
+    swapped: dict[int, int] = {}
+
+    def swap_in_that_segment(probs, groups, n, factor):
+        mapping, why = real(probs, groups, n, factor)
+        if mapping is not None and set(mapping) == segments[first]:  # every time: look-alikes
+            mapping = {**mapping, a: mapping[b], b: mapping[a]}
+            swapped.update({a: mapping[a], b: mapping[b]})
+        return mapping, why
+
+    monkeypatch.setattr(pipeline, "label_candidate", swap_in_that_segment)
+    # look-alikes: the uniqueness does not drop with the swap, every unit is kept
+    monkeypatch.setattr(pipeline, "ACCEPT_SHARE_OF_BEST", 0.0)
+    result = identify(run, video, settings.updated(gpu_min_iterations=30, gpu_max_epochs=3,
+                                                   gpu_accepted_uniqueness=1.0,
+                                                   gpu_accumulation_enable_final_step=False))
+    assert swapped, "the network could not label that segment: the case was not made"
+    reasons = [step.get("reason") for step in result.steps]
+    assert reasons.count("DisagreesWithAnotherSegment") >= 2  # the swapped one and the other
+    trained = result.training
+    for tracklet, wrong in swapped.items():
+        assert not ((trained.tracklet == tracklet) & (trained.label == wrong)).any()
+
+
 def test_a_unit_ends_when_more_epochs_gain_little_and_goes_on_while_they_do(monkeypatch):
     """Fish that never reach the target: a noisy uniqueness curve never plateaus by TRex's
     rule, so a unit ran on towards gpu_max_epochs for a few thousandths; it ends once a window of

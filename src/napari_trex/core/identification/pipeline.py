@@ -264,6 +264,7 @@ def identify_events(
                                   "the loaded network on: use Apply only, or train from scratch")
         order = np.argsort(segments.rank)
         tid_matrix = run.result.tracklet_of
+        t_start, t_end = run.result.tracklets.start, run.result.tracklets.end
         used: set[int] = set()
         trained_label: dict[int, int] = {}  # tracklet -> the identity it was trained as
         cap = None
@@ -373,6 +374,7 @@ def identify_events(
                 # one segment at a time (TRex's way)
                 batch: list[tuple[int, list[int], dict[int, int]]] = []
                 claimed: dict[int, int] = {}
+                claimed_by: dict[int, int] = {}  # tracklet -> the segment of this batch naming it
                 while pending and len(batch) < at_once:
                     if should_stop is not None and should_stop():
                         raise Cancelled("identification cancelled")
@@ -398,14 +400,33 @@ def identify_events(
                         retry.append(k)
                         yield rejected(rng, why)
                         continue
-                    known = {**trained_label, **claimed}
-                    if any(t in known and mapping[t] != known[t] for t in tracklets):
+                    if contradicted(mapping, trained_label, t_start, t_end):
                         # the network now names a trained tracklet otherwise: not trusted
                         retry.append(k)
                         yield rejected(rng, "ConflictsWithTraining")
                         continue
+                    against = contradicted(mapping, claimed, t_start, t_end)
+                    if against:
+                        # two segments of this batch name the same animals otherwise: one of them
+                        # is wrong and nothing yet says which, so neither is trained on now; the
+                        # better network of a later round asks again (crowded 10 x 3000 seed 2: a
+                        # swap of two look-alikes, taken first, made the right segment after it a
+                        # "conflict", and the network then learnt the swap from 3 more segments)
+                        drop = {claimed_by[t] for t in against}
+                        for j, _, _ in batch:
+                            if j in drop:
+                                retry.append(j)
+                                yield rejected([int(segments.start[j]), int(segments.end[j])],
+                                               "DisagreesWithAnotherSegment")
+                        batch = [entry for entry in batch if entry[0] not in drop]
+                        claimed = {t: m[t] for _, ts, m in batch for t in ts if t not in used}
+                        claimed_by = {t: j for j, ts, _ in batch for t in ts if t not in used}
+                        retry.append(k)
+                        yield rejected(rng, "DisagreesWithAnotherSegment")
+                        continue
                     batch.append((k, tracklets, mapping))
                     claimed.update({t: mapping[t] for t in tracklets if t not in used})
+                    claimed_by.update({t: k for t in tracklets if t not in used})
                 if not batch:
                     continue
                 ranges = [[int(segments.start[k]), int(segments.end[k])] for k, _, _ in batch]
@@ -730,6 +751,25 @@ class _KeptCrops:
         self.store[self.count: self.count + room] = crops[:room]
         self.where[index[:room]] = np.arange(self.count, self.count + room)
         self.count += room
+
+
+def contradicted(mapping: dict[int, int], known: dict[int, int], start: np.ndarray,
+                 end: np.ndarray) -> set[int]:
+    """The tracklets of ``known`` (tracklet -> identity) that ``mapping`` contradicts: one it
+    names otherwise, or one that shares frames with a tracklet ``mapping`` gives the same identity
+    (one animal is never in two tracklets at once). ``start``/``end``: every tracklet's frames."""
+    if not known:
+        return set()
+    tracklets = np.fromiter(known, np.int64, len(known))
+    names = np.fromiter(known.values(), np.int64, len(known))
+    out: set[int] = set()
+    for t, identity in mapping.items():
+        same = (names == identity) & (tracklets != t) & (start[tracklets] <= end[t]) & \
+            (end[tracklets] >= start[t])
+        out.update(int(v) for v in tracklets[same])
+        if t in known and known[t] != identity:
+            out.add(int(t))
+    return out
 
 
 UNTRAINED_FRAMES_MIN = 30  # frames left outside training needed to measure uniqueness there
