@@ -1268,8 +1268,11 @@ def test_segments_that_pass_are_trained_on_together_and_retried_in_halves_if_the
     def size(unit: str) -> int:
         return 1 if unit.startswith("segment [") else int(unit.split()[0])
 
-    # make every batch of several fail: the same segments come back in halves, then alone
+    # make every batch of several fail: the same segments come back in halves, then alone (the
+    # halving is tested here: a network of 2 epochs names segments inconsistently, and segments
+    # that disagree are set aside, so their labels are taken as they come)
     monkeypatch.setattr(pipeline, "ACCEPT_SHARE_OF_BEST", 2.0)
+    monkeypatch.setattr(pipeline, "contradicted", lambda *args: set())
     events = []
     identify(run, video, quick.updated(gpu_accepted_uniqueness=1.0, gpu_max_epochs=2,
                                        gpu_accumulation_enable_final_step=False),
@@ -1305,7 +1308,7 @@ def test_two_segments_that_name_the_same_animals_otherwise_are_not_trained_on_to
     segment and named right in a segment that shares their tracklets: one of the two namings is
     wrong and nothing yet says which, so neither is trained on in that unit, and the swap never
     becomes a training label (trained on, the network learns the swap and names later segments
-    so)."""
+    so). The better network of a later round asks again."""
     import napari_trex.core.identification.pipeline as pipeline
 
     _, _, settings, _ = four_animals
@@ -1327,7 +1330,8 @@ def test_two_segments_that_name_the_same_animals_otherwise_are_not_trained_on_to
 
     def swap_in_that_segment(probs, groups, n, factor):
         mapping, why = real(probs, groups, n, factor)
-        if mapping is not None and set(mapping) == segments[first]:  # every time: look-alikes
+        if mapping is not None and set(mapping) == segments[first] and not swapped:
+            # the first network takes the two for each other; a better one does not
             mapping = {**mapping, a: mapping[b], b: mapping[a]}
             swapped.update({a: mapping[a], b: mapping[b]})
         return mapping, why

@@ -361,6 +361,7 @@ def identify_events(
             pending = [int(k) for k in order[1:]]
             tried: set[int] = set()
             retry: list[int] = []  # refused by the network of the day: asked again by a better one
+            disagreed: set[int] = set()  # set aside once because another segment named them otherwise
             at_once = len(pending)  # every segment that passes, in one unit (TRex: one per unit)
 
             def rejected(rng: list[int], why: str) -> Event:
@@ -406,13 +407,21 @@ def identify_events(
                         yield rejected(rng, "ConflictsWithTraining")
                         continue
                     against = contradicted(mapping, claimed, t_start, t_end)
+                    drop = {claimed_by[t] for t in against}
+                    if against and drop <= disagreed and k in disagreed:
+                        # they disagreed before and a better network did not settle it: the
+                        # segment ranked first keeps its labels (as TRex's order would), so
+                        # that a network that stays unsure does not lose both for good
+                        retry.append(k)
+                        yield rejected(rng, "DisagreesWithAnotherSegment")
+                        continue
                     if against:
                         # two segments of this batch name the same animals otherwise: one of them
                         # is wrong and nothing yet says which, so neither is trained on now; the
                         # better network of a later round asks again (crowded 10 x 3000 seed 2: a
                         # swap of two look-alikes, taken first, made the right segment after it a
                         # "conflict", and the network then learnt the swap from 3 more segments)
-                        drop = {claimed_by[t] for t in against}
+                        disagreed.update(drop | {k})
                         for j, _, _ in batch:
                             if j in drop:
                                 retry.append(j)
