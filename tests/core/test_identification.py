@@ -1707,7 +1707,7 @@ def _resting_pair_with_names(identity_of_part):
         taken[a: b + 1, identity[k]] = True
     vectors = np.full((len(spans), 2), np.nan)
     args = (result, identity, source, np.zeros(len(spans)), vectors, np.zeros(len(spans)), taken, 2,
-            20.0)
+            20.0, 1500)
     return spans, identity, source, args, assignment._untangle
 
 

@@ -601,7 +601,8 @@ def _retrack_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarr
     _place_chains([[int(k)] for k in open_pieces if identity[k] < 0], result, identity, source,
                   probability, vectors, taken, n_identities, body, reach, long_frames)
     # ... and last, identities carried onto a neighbour inside a long clump are given back
-    _untangle(result, identity, source, probability, vectors, trust, taken, n_identities, body)
+    _untangle(result, identity, source, probability, vectors, trust, taken, n_identities, body,
+              max(1, int(round(UNTANGLE_MAX_SECONDS * fps))))
 
 
 HIDDEN_COST = 1.0  # per frame an identity has no piece, in body lengths of movement
@@ -1041,11 +1042,13 @@ UNTANGLE_MIN_GAIN = 0.5
 #: the other identity was last seen within this many body lengths of the one that jumps (as
 #: good as any distance on the crowds; it bounds the work in large groups)
 UNTANGLE_NEAR = 10.0
+#: a swapped stretch is at most this long (it bounds the work on long recordings)
+UNTANGLE_MAX_SECONDS = 60.0
 
 
 def _untangle(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
               probability: np.ndarray, vectors: np.ndarray, trust: np.ndarray, taken: np.ndarray,
-              n_identities: int, body: float, rounds: int = 10) -> int:
+              n_identities: int, body: float, max_frames: int, rounds: int = 10) -> int:
     """Swap the inferred pieces of identities i and j over frames s..e that begin or end where
     one of them jumps (:data:`UNTANGLE_JUMP`), where that makes their two paths (from the
     sighting before s to the one after e, through their pieces) no longer and, with the
@@ -1078,7 +1081,8 @@ def _untangle(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
             found = _swap_candidates(at if forward else at[::-1], xy if forward else xy[::-1],
                                      free if forward else free[::-1],
                                      starts if forward else ends[::-1],
-                                     ends if forward else starts[::-1], vectors, trust, body)
+                                     ends if forward else starts[::-1], vectors, trust, body,
+                                     max_frames)
             for gain, i, j, a, b in found:
                 candidates.append((gain, i, j, a, b) if forward
                                   else (gain, i, j, n_frames - 1 - b, n_frames - 1 - a))
@@ -1103,18 +1107,22 @@ def _untangle(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
 
 
 def _swap_candidates(at: np.ndarray, xy: np.ndarray, free: np.ndarray, starts: np.ndarray,
-                     ends: np.ndarray, vectors: np.ndarray, trust: np.ndarray, body: float
-                     ) -> list[tuple[float, int, int, int, int]]:
+                     ends: np.ndarray, vectors: np.ndarray, trust: np.ndarray, body: float,
+                     max_frames: int) -> list[tuple[float, int, int, int, int]]:
     """(gain, i, j, s, e) of :func:`_untangle`: swaps of identities i and j over frames s..e that
     begin where i's path jumps, in the order of the arrays given (frames x identities: the piece,
     its place, whether it may be swapped, whether it starts / ends in that frame)."""
     n_frames, n_identities = at.shape
     seen = at >= 0
+    index = np.arange(n_frames)[:, None]
+    seen_before = np.maximum.accumulate(np.where(seen, index, -1), axis=0)  # at or before
+    seen_after = np.minimum.accumulate(np.where(seen, index, n_frames)[::-1], axis=0)[::-1]
 
     def sighting(i: int, f: int, step: int) -> tuple[int, np.ndarray] | None:
-        while 0 <= f < n_frames and not seen[f, i]:
-            f += step
-        return (f, xy[f, i]) if 0 <= f < n_frames else None
+        if not 0 <= f < n_frames:
+            return None
+        g = int(seen_before[f, i] if step < 0 else seen_after[f, i])
+        return (g, xy[g, i]) if 0 <= g < n_frames else None
 
     def d(p, q) -> float:
         return 0.0 if p is None or q is None else float(np.hypot(*(p[1] - q[1]))) / body
@@ -1147,7 +1155,7 @@ def _swap_candidates(at: np.ndarray, xy: np.ndarray, free: np.ndarray, starts: n
                     continue
                 app, best = 0.0, (UNTANGLE_MIN_GAIN, -1)
                 first_i = first_j = last_i = last_j = None
-                for e in range(s, n_frames):
+                for e in range(s, min(n_frames, s + max_frames)):
                     if not (free[e, i] and free[e, j]):
                         break
                     for who, other in ((i, j), (j, i)):
