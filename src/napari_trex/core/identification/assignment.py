@@ -1026,13 +1026,13 @@ def _place_chains(chains: list[list[int]], result: TrackingResult, identity: np.
 # them jumps (:func:`_untangle`). Chains are placed one at a time against sightings that can lie
 # hundreds of frames away; in a resting clump of five (crowded 10 x 3000 seed 1, frames 141-275)
 # one link to a neighbour's part as the clump began carried one animal's identity onto another
-# for 130 frames, with a jump of 1.5 body lengths where it went over. Replays of the assignment
-# (same tracking and network), without -> with: see README ("Last, where an identity's path
-# jumps"). Counted on the paths alone, the swaps lost on the crowds (crowded 10 seed 1
-# 98.60 -> 98.55 %): the votes of the many parts in a stretch say which way is right; counted
-# on the votes without the rule that the paths get no longer, the parts of two animals
-# resting side by side for 146 frames voted them swapped (realistic 8 x 3000 seed 2
-# 99.97 -> 98.88 %).
+# for 130 frames, with a jump of more than a body length where it went over. Replays of the
+# assignment (same tracking and network), without -> with: see README ("Last, where an
+# identity's path jumps"). Counted on the paths alone, the swaps lost on the crowds (crowded
+# 10 seed 1 98.60 -> 98.55 %): the votes of the many parts in a stretch say which way round is
+# right; counted with the votes but without the rule that the paths get no longer, the parts
+# of two animals resting side by side for 146 frames voted them swapped (realistic 8 x 3000
+# seed 2 99.97 -> 98.88 %).
 #: a swap begins or ends where an identity's path jumps at least this far between two
 #: sightings (body lengths) ...
 UNTANGLE_JUMP = 0.5
@@ -1070,8 +1070,8 @@ def _untangle(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
         for k in np.flatnonzero(identity >= 0):
             at[int(t.start[k]): int(t.end[k]) + 1, int(identity[k])] = k
         rows = np.where(at >= 0, result.assignment[frames, t.individual[np.maximum(at, 0)]], -1)
-        xy = np.where((rows >= 0)[..., None],
-                      np.stack([det_x[np.maximum(rows, 0)], det_y[np.maximum(rows, 0)]], -1), np.nan)
+        row = np.maximum(rows, 0)
+        xy = np.where((rows >= 0)[..., None], np.stack([det_x[row], det_y[row]], -1), np.nan)
         free = np.ones((n_frames, n_identities), bool)  # no piece, or an inferred one
         free[at >= 0] = source[at[at >= 0]] == "inferred"
         starts = (at < 0) | (t.start[np.maximum(at, 0)] == frames)
@@ -1171,12 +1171,14 @@ def _swap_candidates(at: np.ndarray, xy: np.ndarray, free: np.ndarray, starts: n
                     if not (ends[e, i] and ends[e, j]):
                         continue
                     next_i, next_j = sighting(i, e + 1, 1), sighting(j, e + 1, 1)
-                    shorter = (path(prev_i, first_i, last_i, next_i) + path(prev_j, first_j, last_j, next_j)
-                               - path(prev_i, first_j, last_j, next_i) - path(prev_j, first_i, last_i, next_j))
+                    as_is = (path(prev_i, first_i, last_i, next_i)
+                             + path(prev_j, first_j, last_j, next_j))
+                    swapped = (path(prev_i, first_j, last_j, next_i)
+                               + path(prev_j, first_i, last_i, next_j))
+                    shorter = as_is - swapped
                     gain = shorter + app
                     if gain > best[0] and shorter >= 0:
                         best = (gain, e)
-
                 if best[1] >= 0:
                     out.append((best[0], i, j, s, best[1]))
     return out
