@@ -786,10 +786,19 @@ def _frame_view(result: TrackingResult, window: np.ndarray, ids: list[int], g: i
                 ok[j] &= np.hypot(*(here - seen[1]).T) <= reach * abs(g - seen[0]) + body
     appearance = np.zeros((len(ids), len(alive)))
     for d, k in enumerate(alive):
-        if int(t.start[k]) == g and not np.isnan(vectors[k]).any():
-            appearance[:, d] = INFERRED_APPEARANCE_WEIGHT * trust[k] * -np.log(
-                np.maximum(vectors[k][ids], APPEARANCE_FLOOR))
+        if int(t.start[k]) == g:
+            appearance[:, d] = _vote_costs(vectors[k: k + 1], trust[k: k + 1])[0, ids]
     return alive, here, base, ok, appearance
+
+
+def _vote_costs(vectors: np.ndarray, trust: np.ndarray) -> np.ndarray:
+    """What each piece's vote costs each identity in the retrack's plans (pieces x identities):
+    :data:`INFERRED_APPEARANCE_WEIGHT` x its trust x -log of its probability, at most
+    -log(:data:`APPEARANCE_FLOOR`); 0 for a piece without images."""
+    costs = INFERRED_APPEARANCE_WEIGHT * trust[:, None] * -np.log(
+        np.maximum(np.nan_to_num(vectors, nan=1.0), APPEARANCE_FLOOR))
+    costs[np.isnan(vectors).any(axis=1)] = 0.0
+    return costs
 
 
 IMPOSSIBLE = 1e9  # the cost of what ok forbids, in the beam's assignments
@@ -1064,6 +1073,7 @@ def _untangle(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
     n_frames = len(result.assignment)
     det_x, det_y = result.detections["x"], result.detections["y"]
     frames = np.arange(n_frames)[:, None]
+    votes = _vote_costs(vectors, trust)
     swaps = 0
     for _ in range(rounds):
         at = np.full((n_frames, n_identities), -1, np.int64)  # the piece of each identity
@@ -1081,8 +1091,7 @@ def _untangle(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
             found = _swap_candidates(at if forward else at[::-1], xy if forward else xy[::-1],
                                      free if forward else free[::-1],
                                      starts if forward else ends[::-1],
-                                     ends if forward else starts[::-1], vectors, trust, body,
-                                     max_frames)
+                                     ends if forward else starts[::-1], votes, body, max_frames)
             for gain, i, j, a, b in found:
                 candidates.append((gain, i, j, a, b) if forward
                                   else (gain, i, j, n_frames - 1 - b, n_frames - 1 - a))
@@ -1107,11 +1116,12 @@ def _untangle(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
 
 
 def _swap_candidates(at: np.ndarray, xy: np.ndarray, free: np.ndarray, starts: np.ndarray,
-                     ends: np.ndarray, vectors: np.ndarray, trust: np.ndarray, body: float,
-                     max_frames: int) -> list[tuple[float, int, int, int, int]]:
+                     ends: np.ndarray, votes: np.ndarray, body: float, max_frames: int
+                     ) -> list[tuple[float, int, int, int, int]]:
     """(gain, i, j, s, e) of :func:`_untangle`: swaps of identities i and j over frames s..e that
     begin where i's path jumps, in the order of the arrays given (frames x identities: the piece,
-    its place, whether it may be swapped, whether it starts / ends in that frame)."""
+    its place, whether it may be swapped, whether it starts / ends in that frame; ``votes``:
+    :func:`_vote_costs`)."""
     n_frames, n_identities = at.shape
     seen = at >= 0
     index = np.arange(n_frames)[:, None]
@@ -1129,12 +1139,6 @@ def _swap_candidates(at: np.ndarray, xy: np.ndarray, free: np.ndarray, starts: n
 
     def path(prev, first, last, nxt) -> float:
         return d(prev, nxt) if first is None else d(prev, first) + d(last, nxt)
-
-    def vote(k: int, i: int) -> float:
-        if np.isnan(vectors[k]).any():
-            return 0.0
-        return INFERRED_APPEARANCE_WEIGHT * trust[k] * -np.log(max(float(vectors[k][i]),
-                                                                   APPEARANCE_FLOOR))
 
     out = []
     for i in range(n_identities):
@@ -1161,7 +1165,7 @@ def _swap_candidates(at: np.ndarray, xy: np.ndarray, free: np.ndarray, starts: n
                     for who, other in ((i, j), (j, i)):
                         k = at[e, who]
                         if k >= 0 and (e == s or at[e - 1, who] != k):  # each piece once
-                            app += vote(k, who) - vote(k, other)
+                            app += votes[k, who] - votes[k, other]
                     if seen[e, i]:
                         last_i = (e, xy[e, i])
                         first_i = first_i or last_i
