@@ -920,7 +920,7 @@ def _assignments(free: list[int], new: list[int], here: np.ndarray, pos: np.ndar
 #: 95.633 / 98.700 %, realistic 8 x 3000 and zebrafish test_A / test_B unchanged. For every chain,
 #: however short: crowded 10 seed 1 97.14 %; short chains are cheap to leave to the later passes.
 SURE_CHAIN_SECONDS = 2.0
-# A tracklet whose blob holds several animals (its mean area two animals' or more) can hide
+# A tracklet whose blob holds several animals (its mean area 1.5 animals' or more) can hide
 # one more identity for the whole tracklet (as many more as its area holds): the chain rounds
 # weigh that against every chain, at where the blob is against where the identity was seen
 # plus HOST_COST. Where nothing could, the identity of an animal hidden in such a blob for
@@ -941,6 +941,10 @@ HOST_MIN_SECONDS = 0.2
 #: a blob is larger than the animals it holds: where they were seen may lie this many body
 #: lengths beyond track_max_speed
 HOST_SLACK = 1.0
+#: a blob can hide one more animal from this many single animals' area on (the median tracked
+#: blob), two more from one more, ...; from 1.3 the crowd of 20 seeds 1 / 2 lost 0.5 / 0.25
+#: points (two animals overlapping make a blob of 1.3-1.45, but so does a large single one)
+HOST_AREA = 1.5
 
 
 def _needed_elsewhere(c: int, i: int, options: dict[int, set[int]], long: dict[int, set[int]],
@@ -1109,9 +1113,9 @@ UNTANGLE_MAX_SECONDS = 60.0
 
 
 def _room(result: TrackingResult, min_frames: int) -> np.ndarray:
-    """Per tracklet, how many animals beside the one it is named for it can hide: its mean area
-    in single animals (the median tracked blob) rounded, less one; 0 for tracklets shorter than
-    ``min_frames``."""
+    """Per tracklet, how many animals beside the one it is named for it can hide: from its mean
+    area in single animals (the median tracked blob) :data:`HOST_AREA` on, one per animal's
+    area; 0 for tracklets shorter than ``min_frames``."""
     t = result.tracklets
     frames, slots = np.nonzero(result.tracklet_of >= 0)
     tid = result.tracklet_of[frames, slots]
@@ -1119,7 +1123,7 @@ def _room(result: TrackingResult, min_frames: int) -> np.ndarray:
     single = max(float(np.median(area)), 1.0) if len(area) else 1.0
     n = len(t)
     mean = np.bincount(tid, area, minlength=n) / np.maximum(np.bincount(tid, minlength=n), 1)
-    room = np.maximum(np.round(mean / single).astype(np.int64) - 1, 0)
+    room = np.maximum(np.floor(mean / single - HOST_AREA).astype(np.int64) + 1, 0)
     room[t.length < min_frames] = 0
     return room
 
