@@ -571,9 +571,8 @@ def _retrack_gaps(result: TrackingResult, identity: np.ndarray, source: np.ndarr
     network's probability for it where the chain's pieces have images; the cheapest pairs are
     taken first, and rounds repeat since every chain placed is a new neighbour; an identity can
     also stay hidden in a blob of several animals throughout its tracklet (:data:`HOST_COST`).
-    The pieces of a
-    chain no identity fits as a whole are planned jointly once more among the chains now placed,
-    then one by one; a piece no identity can reach keeps none. Last, where an identity's path
+    The pieces of a chain no identity fits as a whole are planned jointly once more among the
+    chains now placed, then one by one; a piece no identity can reach keeps none. Last, where an identity's path
     jumps, two identities' inferred pieces are swapped over a stretch of frames where that makes
     their paths no longer and, with the pieces' votes, shorter (:func:`_untangle`).
     """
@@ -1168,7 +1167,7 @@ def _untangle(result: TrackingResult, identity: np.ndarray, source: np.ndarray,
         rows = np.where(at >= 0, result.assignment[frames, t.individual[np.maximum(at, 0)]], -1)
         row = np.maximum(rows, 0)
         xy = np.where((rows >= 0)[..., None], np.stack([det_x[row], det_y[row]], -1), np.nan)
-        free = np.ones((n_frames, n_identities), bool)  # no piece, or an inferred one
+        free = np.ones((n_frames, n_identities), bool)  # no piece, an inferred or unsure one
         free[at >= 0] = (source[at[at >= 0]] == "inferred") | unsure[at[at >= 0]]
         starts = (at < 0) | (t.start[np.maximum(at, 0)] == frames)
         ends = (at < 0) | (t.end[np.maximum(at, 0)] == frames)
