@@ -27,9 +27,9 @@ def test_defaults_are_trex_v1_defaults():
     assert s.huge_timestamp_seconds == 0.2
     assert s.matching_probability_threshold == 0.1
     assert s.recognition_image_size == (0, 0)  # automatic, from the animals' size
-    # TRex's default is posture; without posture napari-trex aligns by moments, and says so
-    assert s.recognition_normalization == "moments"
-    assert Settings().updated(recognition_normalization="posture").recognition_normalization == "moments"
+    # TRex's default: crops straightened along the midline; its legacy alignment is moments
+    assert s.recognition_normalization == "posture"
+    assert Settings().updated(recognition_normalization="legacy").recognition_normalization == "moments"
     # TRex's learning rate is 1e-4: 5e-4 reached the same identities in ~40 % less time
     assert (s.gpu_max_epochs, s.gpu_learning_rate, s.gpu_max_sample_gb) == (150, 5e-4, 2.0)
     assert s.recognition_segment_add_factor == 1.5

@@ -140,10 +140,11 @@ class Settings(BaseModel):
                                                  "px", "identification", advanced=False)
     recognition_image_scale: float = _p(1.0, "Scale applied before cutting the images (< 1 for big "
                                         "animals)", "", "identification", advanced=False, gt=0)
-    recognition_normalization: Literal["moments", "none"] = _p(
-        "moments", "How crops are aligned: turned so the head points right (orientation from image "
-        "moments, head from the motion), or not at all. TRex's posture and legacy are read as "
-        "moments (no posture is computed)", "", "identification")
+    recognition_normalization: Literal["posture", "moments", "none"] = _p(
+        "posture", "How crops are aligned: posture = turned so the head points right (head from "
+        "the motion) and straightened along the body's midline, so a bent animal looks as when "
+        "straight; moments = only turned (orientation from image moments); none = as in the "
+        "frame. TRex's legacy is read as moments", "", "identification")
     recognition_segment_add_factor: float = _p(1.5, "A segment is added only if every animal's mean "
                                                "probability exceeds this / N", "", "identification",
                                                gt=0)
@@ -234,8 +235,8 @@ class Settings(BaseModel):
     @field_validator("recognition_normalization", mode="before")
     @classmethod
     def _normalization(cls, value: Any) -> Any:
-        # TRex's default (posture) and its legacy mode: what napari-trex does is moments
-        return "moments" if value in ("posture", "legacy") else value
+        # TRex's legacy mode: what napari-trex does for it is moments
+        return "moments" if value == "legacy" else value
 
     @field_validator("analysis_range")
     @classmethod
@@ -389,7 +390,8 @@ NOT_IMPLEMENTED: dict[str, str] = {
     **dict.fromkeys(("calculate_posture", "outline_approximate", "outline_resample",
                      "outline_curvature_range_ratio", "midline_resolution",
                      "midline_stiff_percentage", "midline_invert"),
-                    "no posture (outline, midline) is computed; crops are aligned by image moments"),
+                    "no outline posture is computed; the midline that straightens the crops "
+                    "(recognition_normalization = posture) is fitted to each animal's pixels"),
     "correct_luminance": "the background subtraction already removes uneven light",
     "equalize_histogram": "thresholding works on the difference to the background",
     "match_mode": "animals are always matched to blobs optimally (Hungarian)",

@@ -2,11 +2,12 @@
 
 TRex's training image (trex-reference §4.1): the 8-bit difference to the background inside
 the animal's blob, 0 elsewhere, ``recognition_image_size`` after ``recognition_image_scale``,
-turned so that the animal always points the same way. Normalisation here is ``moments``
-with the head/tail ambiguity resolved by the direction of motion over the tracklet (the
-heading of ``results.heading_angles``); ``posture`` falls back to it (as TRex does when no
-posture is computed); ``legacy`` is the same alignment, ``none`` keeps the crop unrotated.
-The animal points to the right (+x) in every crop.
+turned so that the animal always points the same way. ``moments`` turns the crop along the
+body's axis, the head/tail ambiguity resolved by the direction of motion over the tracklet
+(the heading of ``results.heading_angles``); ``posture`` (the default, as in TRex) also
+straightens the animal along its midline (:func:`straightened`), so a fish bent into a C
+shows its markings where it shows them swimming straight; ``legacy`` is read as moments,
+``none`` keeps the crop unrotated. The animal points to the right (+x) in every crop.
 
 Crops are cut in one streaming pass over the frames that need them and never held beyond
 the memory budget (``gpu_max_sample_gb``, counted like TRex as float32 images).
@@ -119,6 +120,12 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
                 heading = axis if np.cos(axis - heading) >= 0 else axis + np.pi
     else:
         window[:] = 0
+    if params.normalization == "posture":
+        straight = straightened(window, x - left, y - top, heading, params)
+        if straight is not None:
+            if by_shape and _skew_along_x(straight) > 0:
+                straight = straight[::-1, ::-1]
+            return np.clip(np.rint(straight), 0, 255).astype(np.uint8)
     # output (row, col) -> input (row, col): the output's +x axis runs along the heading
     theta = heading if params.rotate else 0.0
     c, s = np.cos(theta), np.sin(theta)
@@ -131,6 +138,48 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
     if by_shape and params.rotate and _skew_along_x(out) > 0:
         out = out[::-1, ::-1]  # heavier end to the left: turn it round, as every crop of it
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+POSTURE_DEGREE = 2  # the midline: a polynomial of this degree across the body axis
+POSTURE_MIN_PIXELS = 12  # fewer body pixels: the crop is only turned, not straightened
+
+
+def straightened(window: np.ndarray, cx: float, cy: float, heading: float, params: SampleParams
+                 ) -> np.ndarray | None:
+    """The animal in ``window`` (its pixels only, centroid at (cx, cy)) straightened along its
+    midline: output columns follow the midline by arc length from the centroid's place on it
+    (head to the right, +x), rows run along the midline's normal. The midline is a polynomial
+    across the body axis fitted to the pixels weighted by their intensity, extended straight
+    beyond the body's ends. None where too few pixels show the animal."""
+    ys, xs = np.nonzero(window)
+    if len(xs) < POSTURE_MIN_PIXELS:
+        return None
+    weight = window[ys, xs].astype(float)
+    c, s = np.cos(heading), np.sin(heading)
+    dx, dy = xs - cx, ys - cy
+    u, v = dx * c + dy * s, -dx * s + dy * c
+    lo, hi = float(u.min()), float(u.max())
+    if hi - lo < 2:
+        return None
+    coef = np.polynomial.polynomial.polyfit(u, v, POSTURE_DEGREE, w=np.sqrt(weight))
+    width, height = params.size
+    reach = np.hypot(width, height) / params.scale
+    uu = np.linspace(min(lo, -reach), max(hi, reach), 2 * int(np.ceil(2 * reach + hi - lo)) + 2)
+    inside = np.clip(uu, lo, hi)
+    slope = np.polynomial.polynomial.polyval(inside, np.polynomial.polynomial.polyder(coef))
+    vv = np.polynomial.polynomial.polyval(inside, coef) + slope * (uu - inside)
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(uu), np.diff(vv)))])
+    arc -= np.interp(0.0, uu, arc)  # arc length from the centroid's place on the midline
+    along = (np.arange(width) - (width - 1) / 2) / params.scale
+    across = (np.arange(height) - (height - 1) / 2) / params.scale
+    pu, pv = np.interp(along, arc, uu), np.interp(along, arc, vv)
+    tslope = np.interp(along, arc, slope)
+    norm = np.hypot(1.0, tslope)
+    nu, nv = -tslope / norm, 1.0 / norm  # the normal, pointing to +v (down) on a straight body
+    su = pu[None, :] + across[:, None] * nu[None, :]
+    sv = pv[None, :] + across[:, None] * nv[None, :]
+    sx, sy = cx + su * c - sv * s, cy + su * s + sv * c
+    return ndimage.map_coordinates(window, [sy, sx], order=1, mode="constant", cval=0.0)
 
 
 def nearest_body(x: np.ndarray, y: np.ndarray, bodies: np.ndarray) -> np.ndarray:
