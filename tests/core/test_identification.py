@@ -284,11 +284,12 @@ def test_predictions_in_bfloat16_are_float32_probabilities_close_to_float32s(mon
 
 def test_weights_save_and_load_give_the_same_predictions(tmp_path):
     torch.manual_seed(0)
-    model = IdentityNetwork(4, (32, 32))
+    model = IdentityNetwork(4, (32, 32), normalization="none")
     images = np.random.default_rng(0).integers(0, 255, (5, 32, 32), dtype=np.uint8)
     save_weights(model, tmp_path / "w.pt", {"uniqueness": 0.5})
     loaded, meta = load_weights(tmp_path / "w.pt", torch.device("cpu"))
     assert meta == {"uniqueness": 0.5}
+    assert loaded.normalization == "none"  # the crops it knows are cut for it again
     assert np.allclose(predict(model, images, torch.device("cpu")),
                        predict(loaded, images, torch.device("cpu")), atol=1e-6)
 
@@ -785,9 +786,12 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
     asked = []
     real = pipeline.cut_samples
 
+    aligned = []
+
     def counting(video, background, requests, *args, **kwargs):
         requests = list(requests)
         asked.extend((r[0], r[1]) for r in requests)
+        aligned.append(args[0].normalization)
         return real(video, background, requests, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "cut_samples", counting)
@@ -811,6 +815,20 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
                      weights=str(tmp_path / "w.pt"), apply_only=True)
     assert tuple(again.model.size) == tuple(crops["image_size"])
     assert again.model.image_scale == pytest.approx(crops["image_scale"])
+    assert set(aligned) == {"posture"} and again.model.normalization == "posture"
+    # weights of an earlier version, trained on crops only turned (their file does not say
+    # so): the crops cut for them are turned, not straightened, whatever the setting says
+    data = torch.load(tmp_path / "w.pt", weights_only=True)
+    del data["normalization"]
+    torch.save(data, tmp_path / "old.pt")
+    aligned.clear()
+    events.clear()
+    old = identify(run, video, settings.updated(recognition_image_size=[0, 0]),
+                   weights=str(tmp_path / "old.pt"), apply_only=True,
+                   progress=events.append)
+    assert set(aligned) == {"moments"} and old.model.normalization == "moments"
+    crops = [e for e in events if e["stage"] == "crops"][0]
+    assert "aligned by moments as the loaded network's were" in crops["message"]
 
 
 def test_identity_score_judges_each_identity_on_its_own_animal():

@@ -122,12 +122,14 @@ class IdentityNetwork(nn.Module):
     """TRex v118_3-style CNN: crops (B, 1, H, W) uint8-scaled → logits (B, N)."""
 
     def __init__(self, n_identities: int, size: tuple[int, int], dropout: float = 0.05,
-                 image_scale: float | None = None) -> None:
+                 image_scale: float | None = None, normalization: str | None = None) -> None:
         super().__init__()
         width, height = size
         self.n_identities = n_identities
         self.size = (int(width), int(height))
         self.image_scale = image_scale  # the scale its crops were cut at (None: not recorded)
+        #: how its crops were aligned (``recognition_normalization``; None: not recorded)
+        self.normalization = normalization
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 5, padding=2), nn.BatchNorm2d(cout), nn.ReLU(),
@@ -187,6 +189,9 @@ def outputs(model: IdentityNetwork, images: np.ndarray, device: torch.device,
     return out
 
 
+LEGACY_NORMALIZATION = "moments"  # the crops of weights files that do not say
+
+
 def save_weights(model: IdentityNetwork, path: os.PathLike | str, meta: dict) -> None:
     """Weights plus what is needed to rebuild the network (atomically)."""
     from ..io import atomic_path
@@ -196,6 +201,7 @@ def save_weights(model: IdentityNetwork, path: os.PathLike | str, meta: dict) ->
         torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()},
                     "n_identities": int(model.n_identities), "size": [int(v) for v in model.size],
                     "image_scale": None if model.image_scale is None else float(model.image_scale),
+                    "normalization": model.normalization,
                     "meta": plain}, tmp)
 
 
@@ -206,8 +212,11 @@ def load_weights(path: os.PathLike | str, device: torch.device) -> tuple[Identit
         # tensors and plain values only: a weights file from elsewhere cannot run code
         data = torch.load(path, map_location="cpu", weights_only=True)
         scale = data.get("image_scale")
+        # files written before crops were straightened hold networks trained on turned crops
+        normalization = str(data.get("normalization") or LEGACY_NORMALIZATION)
         model = IdentityNetwork(int(data["n_identities"]), tuple(data["size"]),
-                                image_scale=None if scale is None else float(scale))
+                                image_scale=None if scale is None else float(scale),
+                                normalization=normalization)
         model.load_state_dict(data["state"])
     except (OSError, KeyError, RuntimeError, ValueError, TypeError, EOFError,
             pickle.UnpicklingError) as exc:

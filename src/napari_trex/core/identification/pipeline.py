@@ -194,9 +194,16 @@ def identify_events(
     size, scale = tuple(settings.recognition_image_size), settings.recognition_image_scale
     if loaded is not None and size == (0, 0):  # automatic: the loaded network's crops
         size, scale = loaded.size, loaded.image_scale or scale
-    params, crops = automatic_params(size, scale, requests.body_length(), settings.recognition_normalization,
+    normalization, aligned = settings.recognition_normalization, ""
+    if loaded is not None and loaded.normalization and loaded.normalization != normalization:
+        # a network knows the crops it was trained on: others would look like other animals
+        aligned = (f"; aligned by {loaded.normalization} as the loaded network's were "
+                   f"(recognition_normalization is {normalization})")
+        normalization = loaded.normalization
+    params, crops = automatic_params(size, scale, requests.body_length(), normalization,
                                      max(settings.threshold, settings.track_threshold),
                                      requests.body_width())
+    crops += aligned
     yield {"stage": "crops", "message": crops, "image_size": list(params.size),
            "image_scale": params.scale}
 
@@ -251,7 +258,8 @@ def identify_events(
                "uniqueness": best_u}
     else:
         with seeded(settings.seed, device):  # the same seed, the same initial weights
-            model = place(IdentityNetwork(n, params.size, image_scale=params.scale), device)
+            model = place(IdentityNetwork(n, params.size, image_scale=params.scale,
+                                          normalization=params.normalization), device)
         best_u = 0.0
 
     if not apply_only:
