@@ -120,21 +120,18 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
                 heading = axis if np.cos(axis - heading) >= 0 else axis + np.pi
     else:
         window[:] = 0
-    if params.normalization == "posture":
-        straight = straightened(window, x - left, y - top, heading, params)
-        if straight is not None:
-            if by_shape and _skew_along_x(straight) > 0:
-                straight = straight[::-1, ::-1]
-            return np.clip(np.rint(straight), 0, 255).astype(np.uint8)
-    # output (row, col) -> input (row, col): the output's +x axis runs along the heading
-    theta = heading if params.rotate else 0.0
-    c, s = np.cos(theta), np.sin(theta)
-    matrix = np.array([[c, s], [-s, c]]) / params.scale
-    centre_in = np.array([y - top, x - left])
-    centre_out = np.array([(height - 1) / 2, (width - 1) / 2])
-    offset = centre_in - matrix @ centre_out
-    out = ndimage.affine_transform(window, matrix, offset=offset, output_shape=(height, width),
-                                   order=1, mode="constant", cval=0.0)
+    out = straightened(window, x - left, y - top, heading, params) \
+        if params.normalization == "posture" else None
+    if out is None:
+        # output (row, col) -> input (row, col): the output's +x axis runs along the heading
+        theta = heading if params.rotate else 0.0
+        c, s = np.cos(theta), np.sin(theta)
+        matrix = np.array([[c, s], [-s, c]]) / params.scale
+        centre_in = np.array([y - top, x - left])
+        centre_out = np.array([(height - 1) / 2, (width - 1) / 2])
+        offset = centre_in - matrix @ centre_out
+        out = ndimage.affine_transform(window, matrix, offset=offset, output_shape=(height, width),
+                                       order=1, mode="constant", cval=0.0)
     if by_shape and params.rotate and _skew_along_x(out) > 0:
         out = out[::-1, ::-1]  # heavier end to the left: turn it round, as every crop of it
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
