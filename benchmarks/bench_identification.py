@@ -138,6 +138,9 @@ def main() -> int:
         path, truth_path = sample_video(folder=work)
         rows.append(run_one(path, settings(track_max_individuals=4, track_max_speed=30.0),
                             read_ground_truth(truth_path), "bundled sample 4x500"))
+    if not SHARED.is_dir() and any(wanted(name) for name in ("flies", "test_A", "test_B")):
+        print(f"  the real recordings (flies, test_A, test_B) are not here: {SHARED} is missing",
+              flush=True)
     if SHARED.is_dir():
         from track_shared_data import VIDEOS, reference_table  # the documented settings of each recording
 
