@@ -294,6 +294,31 @@ def test_weights_save_and_load_give_the_same_predictions(tmp_path):
                        predict(loaded, images, torch.device("cpu")), atol=1e-6)
 
 
+def test_the_deep_layout_doubles_each_block_and_trex_layout_weights_still_load(tmp_path):
+    """The default network is TRex's with two 3x3 convolutions per block; a biologist's weights
+    from before it (TRex's layout, a file that does not name its layout) load as they were."""
+    cpu = torch.device("cpu")
+    deep, trex = IdentityNetwork(4, (32, 16)), IdentityNetwork(4, (32, 16), layout="v118_3")
+    convolutions = [[m.kernel_size for m in net.features.modules() if isinstance(m, torch.nn.Conv2d)]
+                    for net in (deep, trex)]
+    assert convolutions == [[(3, 3)] * 6, [(5, 5)] * 3]
+    assert deep(torch.zeros(2, 1, 16, 32)).shape == trex(torch.zeros(2, 1, 16, 32)).shape == (2, 4)
+    with pytest.raises(ValueError, match="deep or v118_3"):
+        IdentityNetwork(4, (32, 16), layout="v200")
+    images = np.random.default_rng(1).integers(0, 255, (5, 16, 32), dtype=np.uint8)
+    for model in (deep, trex):
+        save_weights(model, tmp_path / "w.pt", {})
+        loaded, _ = load_weights(tmp_path / "w.pt", cpu)
+        assert loaded.layout == model.layout
+        assert np.allclose(predict(model, images, cpu), predict(loaded, images, cpu), atol=1e-6)
+    data = torch.load(tmp_path / "w.pt", weights_only=True)  # TRex's layout, saved last
+    del data["layout"]  # as written before there was a choice
+    torch.save(data, tmp_path / "old.pt")
+    old, _ = load_weights(tmp_path / "old.pt", cpu)
+    assert old.layout == "v118_3"
+    assert np.allclose(predict(trex, images, cpu), predict(old, images, cpu), atol=1e-6)
+
+
 # -- assigning identities to tracklets (§4.7) ------------------------------------------------------
 
 def _result(spans):
@@ -818,8 +843,10 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
     assert set(aligned) == {"posture"} and again.model.normalization == "posture"
     # weights of an earlier version, trained on crops only turned (their file does not say
     # so): the crops cut for them are turned, not straightened, whatever the setting says
+    # and of TRex's network layout, which the file does not name either
     data = torch.load(tmp_path / "w.pt", weights_only=True)
-    del data["normalization"]
+    data["state"] = IdentityNetwork(4, result.model.size, layout="v118_3").state_dict()
+    del data["normalization"], data["layout"]
     torch.save(data, tmp_path / "old.pt")
     aligned.clear()
     events.clear()
@@ -829,6 +856,10 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
     assert set(aligned) == {"moments"} and old.model.normalization == "moments"
     crops = [e for e in events if e["stage"] == "crops"][0]
     assert "aligned by moments as the loaded network's were" in crops["message"]
+    # and they hold TRex's layout: the network is rebuilt as it was, and the user is told so
+    assert old.model.layout == "v118_3" and result.model.layout == "deep"
+    assert "the loaded network's layout is v118_3 (visual_identification_version is deep)" \
+        in crops["message"]
 
 
 def test_identity_score_judges_each_identity_on_its_own_animal():

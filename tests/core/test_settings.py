@@ -30,6 +30,11 @@ def test_defaults_are_trex_v1_defaults():
     # TRex's default: crops straightened along the midline; its legacy alignment is moments
     assert s.recognition_normalization == "posture"
     assert Settings().updated(recognition_normalization="legacy").recognition_normalization == "moments"
+    # the deep network by default; TRex's own layout, v118_3, on request; no other
+    assert s.visual_identification_version == "deep"
+    assert Settings().updated(visual_identification_version="v118_3").visual_identification_version == "v118_3"
+    with pytest.raises(SettingsError, match="visual_identification_version"):
+        Settings().updated(visual_identification_version="v200")
     # TRex's learning rate is 1e-4: 5e-4 reached the same identities in ~40 % less time
     assert (s.gpu_max_epochs, s.gpu_learning_rate, s.gpu_max_sample_gb) == (150, 5e-4, 2.0)
     assert s.recognition_segment_add_factor == 1.5

@@ -182,7 +182,9 @@ def train_embedding_events(images: np.ndarray, owner: np.ndarray, negatives: np.
     rng = np.random.default_rng(seed)
     with seeded(seed, device):
         generator = torch.Generator().manual_seed(seed)
-        model = place(IdentityNetwork(EMBEDDING_SIZE, size), device)
+        # TRex's layout: the start from tracklet pairs was measured with it, the deep one
+        # was not (the network trained on the tracklets it names follows the setting)
+        model = place(IdentityNetwork(EMBEDDING_SIZE, size, layout="v118_3"), device)
         optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
         a, b = _draw_pairs(owners, negatives, PROBE_PAIRS, np.random.default_rng(seed + 1))
         probe = (a, b, np.arange(len(a)) < PROBE_PAIRS)

@@ -200,6 +200,9 @@ def identify_events(
         aligned = (f"; aligned by {loaded.normalization} as the loaded network's were "
                    f"(recognition_normalization is {normalization})")
         normalization = loaded.normalization
+    if loaded is not None and loaded.layout != settings.visual_identification_version:
+        aligned += (f"; the loaded network's layout is {loaded.layout} "
+                    f"(visual_identification_version is {settings.visual_identification_version})")
     params, crops = automatic_params(size, scale, requests.body_length(), normalization,
                                      max(settings.threshold, settings.track_threshold),
                                      requests.body_width())
@@ -259,7 +262,8 @@ def identify_events(
     else:
         with seeded(settings.seed, device):  # the same seed, the same initial weights
             model = place(IdentityNetwork(n, params.size, image_scale=params.scale,
-                                          normalization=params.normalization), device)
+                                          normalization=params.normalization,
+                                          layout=settings.visual_identification_version), device)
         best_u = 0.0
 
     if not apply_only:
