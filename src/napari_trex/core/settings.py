@@ -148,7 +148,7 @@ class Settings(BaseModel):
     visual_identification_version: Literal["deep", "v118_3"] = _p(
         "deep", "The identification network's layout: deep = each of TRex's three convolution "
         "blocks made two 3x3 convolutions (tells apart zebrafish that TRex's layout confuses; "
-        "~1.3x the training time on a CPU); v118_3 = TRex's layout. Loaded weights keep the layout they were "
+        "~1.2x the identification time on a CPU); v118_3 = TRex's layout. Loaded weights keep the layout they were "
         "trained with", "", "identification")
     recognition_segment_add_factor: float = _p(1.5, "A segment is added only if every animal's mean "
                                                "probability exceeds this / N", "", "identification",

@@ -9,7 +9,7 @@ reach per block, twice the depth. TRex's layout underfits zebrafish: trained fro
 annealed epochs) on the images the accumulation accepted, it names only 98.0 % (test_A) /
 97.7 % (test_B) of its own training images right, and its uniqueness on the frames not
 trained on is 0.930 / 0.903; the deep layout's 99.6 / 99.0 % and 0.936 / 0.932. A training
-step costs ~1.6x as long on a CPU (~1.3x the whole identification).
+step costs ~1.6x as long on a CPU (~1.2x the whole identification).
 Input is the 8-bit crop scaled to x/127.5 − 1. 'same' padding (as TRex v2) keeps any crop
 size valid.
 
@@ -25,10 +25,13 @@ import json
 import os
 import pickle
 from collections.abc import Callable, Iterator
+from typing import get_args
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..settings import Settings
 
 
 def choose_device(preference: str = "automatic") -> torch.device:
@@ -126,7 +129,9 @@ def fast_math(device: torch.device) -> contextlib.AbstractContextManager:
         else contextlib.nullcontext()
 
 
-LAYOUTS = ("deep", "v118_3")  # visual_identification_version: the default first
+_VERSION = Settings.model_fields["visual_identification_version"]
+LAYOUTS = get_args(_VERSION.annotation)  # the setting's values: the one place they are named
+DEFAULT_LAYOUT = str(_VERSION.default)
 LEGACY_LAYOUT = "v118_3"  # the layout of weights files that do not say
 
 
@@ -136,7 +141,7 @@ class IdentityNetwork(nn.Module):
 
     def __init__(self, n_identities: int, size: tuple[int, int], dropout: float = 0.05,
                  image_scale: float | None = None, normalization: str | None = None,
-                 layout: str = LAYOUTS[0]) -> None:
+                 layout: str = DEFAULT_LAYOUT) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown network layout {layout!r}: {' or '.join(LAYOUTS)}")
