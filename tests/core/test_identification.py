@@ -295,15 +295,16 @@ def test_weights_save_and_load_give_the_same_predictions(tmp_path):
 
 
 def test_the_deep_layout_doubles_each_block_and_trex_layout_weights_still_load(tmp_path):
-    """The default network is TRex's with two 3x3 convolutions per block; a biologist's weights
-    from before it (TRex's layout, a file that does not name its layout) load as they were."""
+    """The deep network is TRex's with two 3x3 convolutions per block; a biologist's weights
+    from before the choice (TRex's layout, a file that does not name its layout) load as they were."""
     cpu = torch.device("cpu")
-    deep, trex = IdentityNetwork(4, (32, 16)), IdentityNetwork(4, (32, 16), layout="v118_3")
+    deep, trex = IdentityNetwork(4, (32, 16), layout="deep"), IdentityNetwork(4, (32, 16))
+    assert trex.layout == "v118_3"  # the default
     convolutions = [[m.kernel_size for m in net.features.modules() if isinstance(m, torch.nn.Conv2d)]
                     for net in (deep, trex)]
     assert convolutions == [[(3, 3)] * 6, [(5, 5)] * 3]
     assert deep(torch.zeros(2, 1, 16, 32)).shape == trex(torch.zeros(2, 1, 16, 32)).shape == (2, 4)
-    with pytest.raises(ValueError, match="deep or v118_3"):
+    with pytest.raises(ValueError, match="v118_3 or deep"):
         IdentityNetwork(4, (32, 16), layout="v200")
     images = np.random.default_rng(1).integers(0, 255, (5, 16, 32), dtype=np.uint8)
     for model in (deep, trex):
@@ -822,7 +823,8 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
     monkeypatch.setattr(pipeline, "cut_samples", counting)
     events = []
     parts = set(zip(*pipeline._eligible(run, parts=True)))
-    result = identify(run, video, settings.updated(recognition_image_size=[0, 0], gpu_max_epochs=10),
+    result = identify(run, video, settings.updated(recognition_image_size=[0, 0], gpu_max_epochs=10,
+                                                   visual_identification_version="deep"),
                       progress=events.append)
     assert len(asked) == len(set(asked))  # no animal-frame cut twice
     # the clean parts of animals split at a contact are shown to the network too (a vote for
@@ -850,7 +852,8 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
     torch.save(data, tmp_path / "old.pt")
     aligned.clear()
     events.clear()
-    old = identify(run, video, settings.updated(recognition_image_size=[0, 0]),
+    old = identify(run, video, settings.updated(recognition_image_size=[0, 0],
+                                                visual_identification_version="deep"),
                    weights=str(tmp_path / "old.pt"), apply_only=True,
                    progress=events.append)
     assert set(aligned) == {"moments"} and old.model.normalization == "moments"

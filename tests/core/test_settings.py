@@ -30,9 +30,9 @@ def test_defaults_are_trex_v1_defaults():
     # TRex's default: crops straightened along the midline; its legacy alignment is moments
     assert s.recognition_normalization == "posture"
     assert Settings().updated(recognition_normalization="legacy").recognition_normalization == "moments"
-    # the deep network by default; TRex's own layout, v118_3, on request; no other
-    assert s.visual_identification_version == "deep"
-    assert Settings().updated(visual_identification_version="v118_3").visual_identification_version == "v118_3"
+    # TRex's network layout, v118_3, by default; the deep one on request; no other
+    assert s.visual_identification_version == "v118_3"
+    assert Settings().updated(visual_identification_version="deep").visual_identification_version == "deep"
     with pytest.raises(SettingsError, match="visual_identification_version"):
         Settings().updated(visual_identification_version="v200")
     # TRex's learning rate is 1e-4: 5e-4 reached the same identities in ~40 % less time

@@ -145,11 +145,12 @@ class Settings(BaseModel):
         "the motion) and straightened along the body's midline, so a bent animal looks as when "
         "straight; moments = only turned (orientation from image moments); none = as in the "
         "frame. TRex's legacy is read as moments", "", "identification")
-    visual_identification_version: Literal["deep", "v118_3"] = _p(
-        "deep", "The identification network's layout: deep = each of TRex's three convolution "
-        "blocks made two 3x3 convolutions (tells apart zebrafish that TRex's layout confuses; "
-        "~1.2x the identification time on a CPU); v118_3 = TRex's layout. Loaded weights keep the layout they were "
-        "trained with", "", "identification")
+    visual_identification_version: Literal["v118_3", "deep"] = _p(
+        "v118_3", "The identification network's layout: v118_3 = TRex's; deep = each of its three "
+        "convolution blocks made two 3x3 convolutions (zebrafish test_A with its documented "
+        "sizes: uniqueness 0.943 -> 0.952, but 0.916 -> 0.876 with none given; ~1.2-2x the "
+        "identification time on a CPU). Loaded weights keep the layout they were trained with",
+        "", "identification")
     recognition_segment_add_factor: float = _p(1.5, "A segment is added only if every animal's mean "
                                                "probability exceeds this / N", "", "identification",
                                                gt=0)
