@@ -27,7 +27,8 @@ class AutoParameters:
     smallest_area_px: float = 0.0  # smaller blobs in range are more likely fragments (0 = unknown)
     sampled_frames: int = 0
     track_max_speed: float | None = None  # cm/s, measured in place of a default that did not fit
-    #: setting -> why its default was replaced by the value measured (see Settings.guessed_default)
+    threshold: int | None = None  # grey levels, raised from a default that let pairs pass for one
+    #: setting -> why its default was replaced by the value measured (see Settings.measured_default)
     replaced_defaults: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     units: str = ""  # what the lengths rest on, when cm_per_pixel is not calibrated
@@ -44,6 +45,9 @@ class AutoParameters:
             why = self.replaced_defaults.get("blob_size_ranges")
             lines.append(f"estimated blob_size_ranges = [[{lo:.4g}, {hi:.4g}]] cm²"
                          + (f": {why}" if why else ""))
+        if self.threshold is not None:
+            lines.append(f"estimated threshold = {self.threshold}: "
+                         f"{self.replaced_defaults.get('threshold', '')}")
         if self.track_max_speed is not None:
             lines.append(f"estimated track_max_speed = {self.track_max_speed:.3g} cm/s: "
                          f"{self.replaced_defaults.get('track_max_speed', '')}")

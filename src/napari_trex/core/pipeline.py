@@ -56,6 +56,42 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
     animals that touch most of the time look like (a crowd of 10 with sizes measured took
     fragments for animals, 21 of them); the warning then says so.
     """
+    fitted, auto = _sizes_estimated(samples, background, settings)
+    if not (_pairs_pass_for_one(auto) and settings.measured_default("threshold")):
+        return fitted, auto
+    at = max(settings.threshold, settings.track_threshold)
+    for threshold in (t for t in THRESHOLD_LADDER if t > at):
+        try:
+            higher, instead = _sizes_estimated(samples, background, settings.updated(threshold=threshold))
+        except NapariTrexError:  # the animals fade away before pairs and single ones part
+            break
+        if not _pairs_pass_for_one(instead) and not instead.warnings:
+            instead.replaced_defaults["threshold"] = (
+                f"at the default {at}, blobs of up to {auto.merged_area_px:.0f} px were seen in "
+                f"frames that show every animal apart (one animal {auto.reference_area_px:.0f} px; perhaps a "
+                "shadow or reflection joined to it), so two touching animals would be taken for "
+                f"one; at {threshold} one animal is {instead.reference_area_px:.0f} px and two "
+                f"touching ones {2 * instead.reference_area_px:.0f}, told apart. Set threshold to "
+                "choose")
+            instead.threshold = threshold
+            return higher, instead
+    return fitted, auto
+
+
+#: Thresholds tried, lowest first, where the default lets two touching animals pass for one
+THRESHOLD_LADDER = (20, 25, 30, 40, 50, 60)
+#: ... that is, where a blob of this many animals' area can still be a single animal
+PAIR_AREA = 2.0
+
+
+def _pairs_pass_for_one(auto: AutoParameters) -> bool:
+    """Whether a blob of two touching animals would be taken for one (see MERGED_LARGEST)."""
+    return 0 < auto.reference_area_px and PAIR_AREA * auto.reference_area_px <= auto.merged_area_px
+
+
+def _sizes_estimated(samples: np.ndarray, background: np.ndarray, settings: Settings,
+                     ) -> tuple[Settings, AutoParameters]:
+    """:func:`estimate_parameters` at the threshold the settings give."""
     auto_n = settings.track_max_individuals == 0
     auto_size = settings.auto_minmax_size or (
         auto_n and settings.blob_size_ranges == Settings().blob_size_ranges)

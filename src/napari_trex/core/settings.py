@@ -309,6 +309,15 @@ class Settings(BaseModel):
         warned about."""
         return self.cm_per_pixel <= 0 and getattr(self, name) == getattr(type(self)(), name)
 
+    def measured_default(self, name: str) -> bool:
+        """Whether ``name`` is a default the tracking may replace by what it measures: an area
+        or speed in cm on a guessed scale (:meth:`guessed_default`), the threshold (grey levels,
+        no scale) wherever both it and ``track_threshold`` are left at their defaults."""
+        if name == "threshold":
+            default = type(self)()
+            return (self.threshold, self.track_threshold) == (default.threshold, default.track_threshold)
+        return self.guessed_default(name)
+
     def accepted_uniqueness(self, n_individuals: int) -> float:
         """``gpu_accepted_uniqueness``, or TRex's automatic value max(0.8, (N - 0.5) / N) when 0."""
         if self.gpu_accepted_uniqueness > 0:

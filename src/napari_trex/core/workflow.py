@@ -121,7 +121,7 @@ def same_tracking(requested: Settings, used: Settings, replaced: Iterable[str] =
         automatic = (name == "track_max_individuals" and want == 0) or \
             (name == "blob_size_ranges" and (requested.auto_minmax_size
                                              or requested.track_max_individuals == 0)) or \
-            (name in replaced and requested.guessed_default(name))
+            (name in replaced and requested.measured_default(name))
         if want != had and not automatic:
             return False
     return True
