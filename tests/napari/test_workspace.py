@@ -70,6 +70,27 @@ def test_markers_fit_the_animals_and_labels_sit_outside_the_selection_ring():
     assert np.hypot(LABEL_OFFSET * small, LABEL_OFFSET * small) > ring_radius
 
 
+def test_a_progress_event_overtaken_by_the_result_does_not_overwrite_the_summary(qtbot):
+    # napari's progress bar can run the event loop while it repaints: the result (and the
+    # panel's summary) may arrive in the middle of handing over the last progress event
+    from napari_trex.napari.workers import Job
+
+    said = []
+    job = Job("tracking", lambda should_stop: iter(()), on_event=lambda e: said.append(e["message"]),
+              on_result=lambda result: said.append(f"summary: {result}"))
+    job._yielded({"done": 1, "total": 2, "message": "tracking"})
+    repaint = job.progress.refresh
+
+    def repaint_and_deliver_the_result(*args, **kwargs):
+        repaint(*args, **kwargs)
+        if not job.outcome:
+            job._returned(("done", "8 animals"))
+    job.progress.refresh = repaint_and_deliver_the_result
+    job._yielded({"done": 2, "total": 2, "message": "tracking"})
+    assert said == ["tracking", "summary: 8 animals"]
+    job.progress.close()
+
+
 def test_napari_activity_bar_and_the_uniqueness_plot_show_consistent_numbers(qtbot):
     from napari_trex.napari.widgets.identification import UniquenessPlot
     from napari_trex.napari.workers import Job

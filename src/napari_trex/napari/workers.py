@@ -85,7 +85,10 @@ class Job:
         if event.get("message"):
             self.progress.set_description(f"{self.what}: {event['message'].strip()}")
         self.progress.refresh()
-        if self._on_event is not None:
+        # napari's progress bar may run the event loop while it repaints, and the result can
+        # be handed over meanwhile: this event is then stale too (it left the Track tab saying
+        # "tracking again at the speed measured 99%" over the finished run's summary)
+        if self._on_event is not None and not self.outcome:
             self._on_event(event)
 
     def _returned(self, returned: tuple[str, Any]) -> None:
