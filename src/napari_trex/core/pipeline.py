@@ -55,6 +55,11 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
     stays). Not where the N animals are merely seen apart in few frames: that is also what
     animals that touch most of the time look like (a crowd of 10 with sizes measured took
     fragments for animals, 21 of them); the warning then says so.
+
+    A default threshold at which single animals reach twice the typical animal's area (a
+    reflection or shadow joined to a body: zebrafish test_B at 15) would let two touching
+    animals pass for one; the first threshold of :data:`THRESHOLD_LADDER` at which that stops
+    and nothing is warned replaces it, on any scale (grey levels have none), and says why.
     """
     fitted, auto = _sizes_estimated(samples, background, settings)
     if not (_pairs_pass_for_one(auto) and settings.measured_default("threshold")):
@@ -62,17 +67,18 @@ def estimate_parameters(samples: np.ndarray, background: np.ndarray, settings: S
     at = max(settings.threshold, settings.track_threshold)
     for threshold in (t for t in THRESHOLD_LADDER if t > at):
         try:
-            higher, instead = _sizes_estimated(samples, background, settings.updated(threshold=threshold))
+            higher, instead = _sizes_estimated(samples, background,
+                                               settings.updated(threshold=threshold))
         except NapariTrexError:  # the animals fade away before pairs and single ones part
             break
         if not _pairs_pass_for_one(instead) and not instead.warnings:
             instead.replaced_defaults["threshold"] = (
                 f"at the default {at}, blobs of up to {auto.merged_area_px:.0f} px were seen in "
-                f"frames that show every animal apart (one animal {auto.reference_area_px:.0f} px; perhaps a "
-                "shadow or reflection joined to it), so two touching animals would be taken for "
-                f"one; at {threshold} one animal is {instead.reference_area_px:.0f} px and two "
-                f"touching ones {2 * instead.reference_area_px:.0f}, told apart. Set threshold to "
-                "choose")
+                f"frames that show every animal apart (one animal {auto.reference_area_px:.0f} "
+                "px; perhaps a shadow or reflection joined to it), so two touching animals would "
+                f"be taken for one; at {threshold} one animal is {instead.reference_area_px:.0f} "
+                f"px and two touching ones {2 * instead.reference_area_px:.0f}, told apart. Set "
+                "threshold to choose")
             instead.threshold = threshold
             return higher, instead
     return fitted, auto
