@@ -223,9 +223,9 @@ def _single_animal_areas(areas_per_frame: list[np.ndarray], in_range: Callable[[
                          n_individuals: int) -> np.ndarray:
     """Areas of blobs that are one animal each: from sampled frames that show exactly N animal-
     sized blobs (no merge there), or, without enough such frames, the N largest in range."""
+    largest = _animal_areas(areas_per_frame, n_individuals)
+    largest = largest[in_range(largest)] if len(largest) else largest
     if n_individuals > 0:
-        largest = _animal_areas(areas_per_frame, n_individuals)
-        largest = largest[in_range(largest)] if len(largest) else largest
         # a speck or a cut-off tail is not an animal: counted, a frame of two touching animals
         # and a fragment would pass for N apart, and the merged blob for one animal (zebrafish
         # test_A at threshold 15: blobs of two fish, 1200 px, taken for one, 610 px typical)
@@ -234,8 +234,7 @@ def _single_animal_areas(areas_per_frame: list[np.ndarray], in_range: Callable[[
         clean = [a for a in animal if len(a) == n_individuals]
         if len(clean) >= 5:
             return np.concatenate(clean)
-    animals = _animal_areas(areas_per_frame, n_individuals)
-    return animals[in_range(animals)] if len(animals) else animals
+    return largest
 
 
 def _count_animals(areas: np.ndarray, in_range: Callable[[np.ndarray], np.ndarray], reference: float,

@@ -148,7 +148,7 @@ class Settings(BaseModel):
     visual_identification_version: Literal["v118_3", "deep"] = _p(
         "v118_3", "The identification network's layout: v118_3 = TRex's; deep = each of its three "
         "convolution blocks made two 3x3 convolutions (zebrafish test_A with its documented "
-        "sizes: uniqueness 0.943 -> 0.952, but 0.916 -> 0.876 with none given; ~1.2-2x the "
+        "sizes: uniqueness 0.943 -> 0.952, with none given 0.942 -> 0.945; ~1.2-1.7x the "
         "identification time on a CPU). Loaded weights keep the layout they were trained with",
         "", "identification")
     recognition_segment_add_factor: float = _p(1.5, "A segment is added only if every animal's mean "

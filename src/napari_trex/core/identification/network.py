@@ -9,9 +9,10 @@ reach per block, twice the depth. TRex's layout underfits zebrafish: trained fro
 annealed epochs) on the images the accumulation accepted, it names only 98.0 % (test_A) /
 97.7 % (test_B) of its own training images right, and its uniqueness on the frames not
 trained on is 0.930 / 0.903; the deep layout's 99.6 / 99.0 % and 0.936 / 0.932. A training
-step costs ~1.6x as long on a CPU. In the whole identification it is not better everywhere:
-test_A with its documented sizes 0.943 -> 0.952, but run as a newcomer would (only the number
-of animals given) 0.916 -> 0.876 in 282 s instead of 146 s; so TRex's stays the default.
+step costs ~1.6x as long on a CPU. In the whole identification it gains too little for its
+time: test_A with its documented sizes 0.943 -> 0.952 (224 s instead of 187 s), run as a
+newcomer would (only the number of animals given) 0.942 -> 0.945 (248 s instead of 147 s),
+test_B 0.935 -> 0.933; so TRex's stays the default.
 Input is the 8-bit crop scaled to x/127.5 − 1. 'same' padding (as TRex v2) keeps any crop
 size valid.
 
@@ -134,7 +135,7 @@ def fast_math(device: torch.device) -> contextlib.AbstractContextManager:
 _VERSION = Settings.model_fields["visual_identification_version"]
 LAYOUTS = get_args(_VERSION.annotation)  # the setting's values: the one place they are named
 DEFAULT_LAYOUT = str(_VERSION.default)
-LEGACY_LAYOUT = "v118_3"  # the layout of weights files that do not say
+TREX_LAYOUT = "v118_3"  # TRex's layout: also that of weights files that do not say
 
 
 class IdentityNetwork(nn.Module):
@@ -159,7 +160,7 @@ class IdentityNetwork(nn.Module):
             return [nn.Conv2d(cin, cout, side, padding=side // 2), nn.BatchNorm2d(cout), nn.ReLU()]
 
         def block(cin: int, cout: int) -> nn.Sequential:
-            layers = convolution(cin, cout, 5) if layout == "v118_3" else \
+            layers = convolution(cin, cout, 5) if layout == TREX_LAYOUT else \
                 convolution(cin, cout, 3) + convolution(cout, cout, 3)
             return nn.Sequential(*layers, nn.MaxPool2d(2), nn.Dropout2d(dropout))
 
@@ -246,7 +247,7 @@ def load_weights(path: os.PathLike | str, device: torch.device) -> tuple[Identit
         model = IdentityNetwork(int(data["n_identities"]), tuple(data["size"]),
                                 image_scale=None if scale is None else float(scale),
                                 normalization=normalization,
-                                layout=str(data.get("layout") or LEGACY_LAYOUT))
+                                layout=str(data.get("layout") or TREX_LAYOUT))
         model.load_state_dict(data["state"])
     except (OSError, KeyError, RuntimeError, ValueError, TypeError, EOFError,
             pickle.UnpicklingError) as exc:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import Cancelled
-from .network import IdentityNetwork, fast_math, outputs, place, seeded, to_tensor
+from .network import TREX_LAYOUT, IdentityNetwork, fast_math, outputs, place, seeded, to_tensor
 from .samples import images_within
 from .training import _shift
 
@@ -184,7 +184,7 @@ def train_embedding_events(images: np.ndarray, owner: np.ndarray, negatives: np.
         generator = torch.Generator().manual_seed(seed)
         # TRex's layout: the start from tracklet pairs was measured with it, the deep one
         # was not (the network trained on the tracklets it names follows the setting)
-        model = place(IdentityNetwork(EMBEDDING_SIZE, size, layout="v118_3"), device)
+        model = place(IdentityNetwork(EMBEDDING_SIZE, size, layout=TREX_LAYOUT), device)
         optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
         a, b = _draw_pairs(owners, negatives, PROBE_PAIRS, np.random.default_rng(seed + 1))
         probe = (a, b, np.arange(len(a)) < PROBE_PAIRS)
