@@ -7,7 +7,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication, QDockWidget
 
 from napari_trex.core.datasets import generate
-from napari_trex.napari.widgets.workspace import TIMELINE_DOCK
+from napari_trex.napari.widgets.workspace import PANEL_MIN_HEIGHT, TIMELINE_DOCK
 
 PLUGIN = "napari-trex"
 LAPTOP = (1366, 768)
@@ -48,6 +48,28 @@ def test_the_workspace_fits_a_laptop_screen_and_shows_the_whole_frame(make_napar
     zoom = viewer.scene.camera.zoom
     assert 256 * zoom <= min(height, width) + 1  # the whole frame is in view ...
     assert 256 * zoom >= 0.8 * min(height, width)  # ... and fills the canvas
+
+
+def test_panels_opened_one_by_one_scroll_instead_of_squeezing_their_forms(make_napari_viewer, qtbot,
+                                                                          recording):
+    # a user who prefers the panels on their own opens Tracking, then Visual identification,
+    # from the Plugins menu in a window 1000 px high: together they need more height than that
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(recording), plugin=PLUGIN)
+    window = viewer.window._qt_window
+    window.resize(1400, 800)
+    panels = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[1]
+              for name in ("Tracking", "Visual identification")]
+    _settle(qtbot)
+    assert window.minimumSizeHint().height() <= 800  # the window is not made taller
+    for panel in panels:
+        form = panel.form.native  # the panel is driven as before through its wrapper
+        assert form.height() >= form.minimumSizeHint().height()  # every row readable ...
+        assert panel.verticalScrollBar().maximum() > 0 or \
+            panel.viewport().height() >= panel.widget().minimumSizeHint().height()  # ... or it scrolls
+        assert panel.height() >= PANEL_MIN_HEIGHT  # and the lower one is not left a strip
+    panels[0].form.field("track_max_individuals").value = 2
+    assert panels[0].panel.form.field("track_max_individuals").value == 2
 
 
 def test_a_video_opens_at_its_first_frame_on_an_axis_called_frame(make_napari_viewer, qtbot, recording):
