@@ -24,7 +24,8 @@ PANEL_MIN_HEIGHT = 240  # px: a panel opened on its own shows at least this much
 
 
 class ScrollingPanel(QScrollArea):
-    """A panel opened on its own from the Plugins menu, in a vertical scroll area.
+    """A panel in a vertical scroll area: each tab of the workspace, and each panel opened on
+    its own from the Plugins menu.
 
     napari docks a panel as it is: two tall ones (Tracking, Visual identification) stacked in
     a 1000 px high window were given less than they need, and Qt squeezed their parameter
