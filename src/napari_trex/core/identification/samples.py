@@ -86,7 +86,8 @@ def automatic_params(size: tuple[int, int], scale: float, body_length_px: float,
 
 
 def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: SampleParams,
-                by_shape: bool = False, bodies: np.ndarray | None = None) -> np.ndarray:
+                by_shape: bool = False, bodies: np.ndarray | None = None,
+                gain: np.ndarray | None = None) -> np.ndarray:
     """The normalised crop of the animal centred at (x, y) whose head points at ``heading``.
 
     Only the connected foreground around the centre is kept (other animals nearby are
@@ -96,6 +97,9 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
     this part first and of the other parts of its blob after. The connected foreground is
     then the whole clump, so of it only the pixels nearer to this part's body than to any
     other's are kept (:func:`nearest_body`): the crop shows the animal, not its neighbours.
+
+    ``gain``: the frame's :func:`light_gain`, applied to the window around the animal only
+    (a whole 1080p frame multiplied for a handful of animals would cost more than the crops).
     """
     width, height = params.size
     reach = int(np.ceil(np.hypot(width, height) / 2 / params.scale)) + 2
@@ -106,6 +110,9 @@ def crop_sample(diff: np.ndarray, x: float, y: float, heading: float, params: Sa
     if y1 <= y0 or x1 <= x0:
         return np.zeros((height, width), np.uint8)
     window[y0 - top: y1 - top, x0 - left: x1 - left] = diff[y0:y1, x0:x1]
+    if gain is not None:
+        window[y0 - top: y1 - top, x0 - left: x1 - left] *= gain[y0:y1, x0:x1]
+        np.clip(np.rint(window, out=window), 0, 255, out=window)
     mask = window >= params.threshold
     labels, n = ndimage.label(mask, structure=EIGHT)
     if n:
@@ -269,13 +276,11 @@ def cut_samples(video: Video, background: np.ndarray, requests: Iterable[tuple],
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled while cutting image samples")
             diff = absolute_difference(frame, bg)
-            if gain is not None:
-                diff = np.clip(np.rint(diff * gain), 0, 255).astype(np.uint8)
             for k in by_frame[index]:
                 x, y, heading = reqs[k][3:6]
                 by_shape = len(reqs[k]) > 7 and bool(reqs[k][7])
                 bodies = reqs[k][8] if len(reqs[k]) > 8 else None
-                images[k] = crop_sample(diff, x, y, heading, params, by_shape, bodies)
+                images[k] = crop_sample(diff, x, y, heading, params, by_shape, bodies, gain)
             done += 1
             if progress is not None and (done % 25 == 0 or done == len(frames)):
                 progress(done, len(frames), message)
