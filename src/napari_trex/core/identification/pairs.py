@@ -13,9 +13,9 @@ pairs with a contrastive loss: images of one tracklet are pulled together, image
 coexisting tracklets pushed at least :data:`MARGIN` apart (distances between unit vectors).
 Pairs of tracklets that never coexist are never used: they may or may not be one animal.
 Each tracklet is then the mean of its images' embeddings, and the tracklets are clustered into
-N groups, starting from the frame where the most tracklets coexist (they are known to differ),
-each tracklet weighted by its images, coexisting tracklets kept in different groups
-(:func:`cluster_tracklets`). :func:`cluster_probabilities` turns the distances into
+N groups, starting from frames where the most tracklets coexist (they are known to differ)
+and keeping the best of several starts, each tracklet weighted by its images, coexisting
+tracklets kept in different groups (:func:`cluster_tracklets`). :func:`cluster_probabilities` turns the distances into
 per-image probabilities, so the usual assignment (coexisting tracklets never share an identity,
 the stronger claim wins) names the tracklets; its confident tracklets then train the N-class
 classifier that the rest of the pipeline (uniqueness, retrack, weights, corrections) uses.
@@ -59,6 +59,7 @@ PROBE_PAIRS = 2000  # pairs of each kind measured at every check
 IMAGES_PER_TRACKLET = 40  # images of each tracklet learnt from (evenly spread over it)
 VIOLATION = 4.0  # cost of two coexisting tracklets in one cluster, per image (4 = the largest d²)
 TEMPERATURE = 0.05  # squared distance over which a cluster's probability falls by e
+RESTARTS = 8  # clusterings started from different frames; the one of least objective is kept
 
 
 def coexisting_pairs(start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -91,12 +92,7 @@ def most_coexisting(start: np.ndarray, end: np.ndarray, weight: np.ndarray) -> t
     the indices of those intervals: animals known to be all different."""
     if not len(end):  # no tracklet to learn from: nobody seen, nobody together
         return 0, np.empty(0, np.int64)
-    last = int(np.max(end)) + 2
-    present = np.zeros(last, np.int64)
-    np.add.at(present, start, 1)
-    np.add.at(present, np.asarray(end) + 1, -1)
-    present = np.cumsum(present)[:-1]
-    candidates = np.flatnonzero(present == present.max())
+    candidates = _fullest_frames(start, end)
     if len(candidates) > 200:  # the total weight of each is a loop: look at a spread of them
         candidates = candidates[np.linspace(0, len(candidates) - 1, 200).round().astype(int)]
     best_frame, best_members, best_weight = int(candidates[0]), np.empty(0, np.int64), -1.0
@@ -106,6 +102,15 @@ def most_coexisting(start: np.ndarray, end: np.ndarray, weight: np.ndarray) -> t
         if w > best_weight:
             best_frame, best_members, best_weight = int(f), members, w
     return best_frame, best_members
+
+
+def _fullest_frames(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """The frames where the most intervals ``[start, end]`` are present (at least one interval)."""
+    present = np.zeros(int(np.max(end)) + 2, np.int64)
+    np.add.at(present, start, 1)
+    np.add.at(present, np.asarray(end) + 1, -1)
+    present = np.cumsum(present)[:-1]
+    return np.flatnonzero(present == present.max())
 
 
 class _Owners:
@@ -226,23 +231,70 @@ def train_embedding_events(images: np.ndarray, owner: np.ndarray, negatives: np.
 
 
 def cluster_tracklets(embedding: np.ndarray, weight: np.ndarray, n: int, start: np.ndarray,
-                      end: np.ndarray, negatives: np.ndarray | None = None, iterations: int = 50
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      end: np.ndarray, negatives: np.ndarray | None = None, iterations: int = 50,
+                      restarts: int = RESTARTS) -> tuple[np.ndarray, np.ndarray]:
     """``(labels (T,), centroids (n, D))``: weighted k-means of unit tracklet embeddings, under
     the constraint that coexisting tracklets (``negatives``) belong to different clusters.
 
-    Started from the tracklets of the frame where the most coexist (all different animals);
+    Started from the tracklets of a frame where the most coexist (all different animals);
     the missing centroids are the tracklets farthest from those (weighted), one by one. Plain
     k-means can end with two similar animals in one cluster and another animal cut in two
     (20 animals: 3 of 20 clusters); each coexisting pair in one cluster costs
     :data:`VIOLATION` x the lighter tracklet's weight, more than any distance, so tracklets
     that cannot be one animal move apart, and an emptied cluster is restarted at the tracklet
-    that fits its own cluster worst."""
+    that fits its own cluster worst; last, neighbouring clusters are pooled and split again
+    (:func:`_split_anew`), for two animals that share two clusters in turns.
+
+    Where it ends depends on where it starts, so it starts from up to ``restarts`` frames
+    spread over the video (:func:`starting_sets`) and keeps the clustering of least
+    objective (:func:`_objective`). Measured on the crowd of 20 x 3000 seed 1 (embeddings of
+    two pair networks, the tracklets' true animals known): from the heaviest frame alone the
+    objective was 1749 / 1105 and the clusters 96.0 / 97.4 % pure by frames; the least of 8
+    starts 891 / 1093, 97.9 / 97.8 % pure."""
+    negatives = np.empty((0, 2), np.int64) if negatives is None else np.asarray(negatives, np.int64)
+    both, bounds = _adjacency(negatives, len(embedding))
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for members in starting_sets(start, end, weight, n, restarts):
+        labels, c = _cluster_from(members, embedding, weight, n, negatives, both, bounds, iterations)
+        value = _objective(embedding, weight, labels, c, negatives)
+        if best is None or value < best[0] - 1e-9:
+            best = (value, labels, c)
+    assert best is not None  # starting_sets always gives one set
+    return best[1], best[2]
+
+
+def starting_sets(start: np.ndarray, end: np.ndarray, weight: np.ndarray, n: int, count: int
+                  ) -> list[np.ndarray]:
+    """Up to ``count`` different sets of at most ``n`` tracklets (the heaviest) present together
+    in a frame where the most coexist: the heaviest such frame (:func:`most_coexisting`)
+    first, then frames spread evenly over the others."""
     _, members = most_coexisting(start, end, weight)
-    members = members[np.argsort(-weight[members], kind="stable")][:n]
+    sets = [members]
+    if count > 1 and len(end):
+        candidates = _fullest_frames(start, end)
+        for f in candidates[np.unique(np.linspace(0, len(candidates) - 1, 4 * count).round().astype(int))]:
+            sets.append(np.flatnonzero((start <= f) & (end >= f)))
+    out: list[np.ndarray] = []
+    seen: set[tuple[int, ...]] = set()
+    for members in sets:
+        members = members[np.argsort(-weight[members], kind="stable")][:n]
+        key = tuple(sorted(members.tolist()))
+        if key not in seen:
+            seen.add(key)
+            out.append(members)
+        if len(out) == count:
+            break
+    return out
+
+
+def _cluster_from(members: np.ndarray, embedding: np.ndarray, weight: np.ndarray, n: int,
+                  negatives: np.ndarray, both: np.ndarray, bounds: np.ndarray, iterations: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One clustering of :func:`cluster_tracklets`, started from the tracklets ``members``."""
     centroids = [embedding[m] for m in members]
     while len(centroids) < n:
-        d2 = np.min([((embedding - c) ** 2).sum(axis=1) for c in centroids], axis=0)
+        d2 = np.min([((embedding - c) ** 2).sum(axis=1) for c in centroids], axis=0) if centroids \
+            else np.ones(len(embedding))
         centroids.append(embedding[int(np.argmax(d2 * weight))])
     c = np.array(centroids, np.float64)
     labels = np.full(len(embedding), -1, np.int64)
@@ -252,12 +304,9 @@ def cluster_tracklets(embedding: np.ndarray, weight: np.ndarray, n: int, start: 
             break
         labels = new
         c = _centroids(embedding, weight, labels, c)
-    if negatives is None or not len(negatives):
+    if not len(negatives):
         return labels, c
     # constrained refinement, then merge-and-split moves while they lower the objective
-    both = np.concatenate([negatives, negatives[:, ::-1]])
-    both = both[np.argsort(both[:, 0], kind="stable")]
-    bounds = np.searchsorted(both[:, 0], np.arange(len(embedding) + 1))
     labels, c = _constrained(embedding, weight, labels, c, both, bounds, iterations)
     best = _objective(embedding, weight, labels, c, negatives)
     for _ in range(n):
@@ -269,7 +318,15 @@ def cluster_tracklets(embedding: np.ndarray, weight: np.ndarray, n: int, start: 
         if value >= best:
             break
         labels, c, best = trial_labels, trial_c, value
-    return labels, c
+    return _split_anew(embedding, weight, labels, c, negatives, iterations)
+
+
+def _adjacency(negatives: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each coexisting pair in both directions, sorted by the first: tracklet i's partners are
+    ``both[bounds[i]: bounds[i + 1], 1]``."""
+    both = np.concatenate([negatives, negatives[:, ::-1]])
+    both = both[np.argsort(both[:, 0], kind="stable")]
+    return both, np.searchsorted(both[:, 0], np.arange(size + 1))
 
 
 def _constrained(embedding: np.ndarray, weight: np.ndarray, labels: np.ndarray, c: np.ndarray,
@@ -351,6 +408,55 @@ def _merge_and_split(embedding: np.ndarray, weight: np.ndarray, labels: np.ndarr
     np.add.at(violating, negatives[same, 1], penalty[same])
     start = int(np.argmax(violating))
     labels[start], c[pair[1]] = pair[1], embedding[start]
+    return labels, c
+
+
+def _split_anew(embedding: np.ndarray, weight: np.ndarray, labels: np.ndarray, c: np.ndarray,
+                negatives: np.ndarray, iterations: int, neighbours: int = 3
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Two neighbouring clusters pooled and split again along their pool's main direction,
+    kept where that lowers the objective, until no pair of clusters gains.
+
+    The moves above mend a cluster holding two coexisting animals, but not two clusters that
+    each hold animal A in some stretches of the video and animal B in the others: nothing
+    coexists inside either, so no constraint is broken, and k-means cannot leave that state
+    one tracklet at a time. Measured on the crowd of 20 x 3000 seed 1 (its embedding of the
+    session-40 crops): two animals shared two clusters in alternating stretches (clusters
+    0.018 apart in squared distance, against 0.17 between the two animals), 19 of 20 animals
+    named, 94.3 % right end to end; pooled and split anew, 20 of 20 and the clusters 96.0 %
+    pure by frames (92.4 % before). Such clusters lie close together, so each cluster is
+    pooled with its ``neighbours`` nearest (at most 3n pairs a round, each on two clusters'
+    tracklets: linear in the tracklets)."""
+    n = len(c)
+    labels, c = labels.copy(), c.copy()
+    for _ in range(n):
+        gained = False
+        d2 = _squared_distances(c, c)
+        np.fill_diagonal(d2, np.inf)
+        near = {(min(i, int(j)), max(i, int(j))) for i in range(n) for j in np.argsort(d2[i])[:neighbours]}
+        for i, j in sorted(near, key=lambda pair: d2[pair]):
+            pool = np.flatnonzero((labels == i) | (labels == j))
+            if len(pool) < 2:
+                continue
+            local = np.full(len(embedding), -1, np.int64)
+            local[pool] = np.arange(len(pool))
+            inside = negatives[(local[negatives[:, 0]] >= 0) & (local[negatives[:, 1]] >= 0)]
+            inside = local[inside].reshape(-1, 2)
+            z, w = embedding[pool], weight[pool]
+            now_labels, now_c = (labels[pool] == j).astype(np.int64), c[[i, j]]
+            now = _objective(z, w, now_labels, now_c, inside)
+            centre = (z * w[:, None]).sum(axis=0) / w.sum()
+            direction = np.linalg.svd((z - centre) * np.sqrt(w)[:, None], full_matrices=False)[2][0]
+            side = ((z - centre) @ direction > 0).astype(np.int64)
+            both, bounds = _adjacency(inside, len(pool))
+            trial_labels, trial_c = _constrained(z, w, side, _centroids(z, w, side, now_c), both, bounds,
+                                                 iterations)
+            if _objective(z, w, trial_labels, trial_c, inside) < now - 1e-9:
+                labels[pool] = np.where(trial_labels == 1, j, i)
+                c[[i, j]] = trial_c
+                gained = True
+        if not gained:
+            break
     return labels, c
 
 
