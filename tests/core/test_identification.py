@@ -187,6 +187,32 @@ def test_a_straight_animal_gives_the_same_crop_turned_or_straightened():
     assert np.abs(crops[0] - crops[1]).mean() < 1.5
 
 
+def test_an_animal_looks_the_same_under_the_lamp_and_in_a_dim_corner():
+    """An arena lit unevenly (the zebrafish arenas' backgrounds run from 170 to 206): a dark
+    animal's difference to the background grows with the light on it, though it is the same
+    animal. Evened out for the light, its crops under the lamp and in the dim corner agree; cut
+    from the raw difference (weights trained before), they differ by the light's ratio."""
+    from napari_trex.core.identification.samples import cut_samples
+
+    lit = np.linspace(0.5, 1.25, 200, dtype=np.float32)[None, :].repeat(120, axis=0)  # dim -> bright
+    background = 200.0 * lit
+    shading = _animal(0.0, size=200)[:120] / 150.0  # how much light the animal absorbs, 0-1 (markings included)
+    frames = []
+    for x in (40, 160):  # the same animal in the dim corner, then under the lamp
+        absorbed = np.roll(shading, x - 60, axis=1) * 0.8
+        frames.append(np.clip(background * (1 - absorbed), 0, 255).astype(np.uint8))
+    video = ArrayVideo(np.stack(frames), 25)
+    requests = [(0, 0, 0, 40.0, 60.0, 0.0, 0), (1, 0, 0, 160.0, 60.0, 0.0, 0)]
+    crops = {}
+    for even in (True, False):
+        params = SampleParams(size=(48, 24), threshold=15, normalization="moments", even_light=even)
+        crops[even] = cut_samples(video, background, requests, params).images.astype(float)
+    dim, bright = crops[True]
+    assert np.abs(dim - bright).mean() < 0.05 * bright.mean()
+    raw_dim, raw_bright = crops[False]
+    assert raw_bright.sum() > 1.5 * raw_dim.sum()  # the lamp's ratio at those places is 1.7
+
+
 def test_neighbours_are_blanked_out_of_the_crop():
     frame = _animal(0.0) + _animal(0.0, centre=(60.0, 75.0)) * 0  # one animal ...
     frame[74:78, 40:80] = 100  # ... and a separate bar below it
@@ -812,12 +838,13 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
     asked = []
     real = pipeline.cut_samples
 
-    aligned = []
+    aligned, evened = [], []
 
     def counting(video, background, requests, *args, **kwargs):
         requests = list(requests)
         asked.extend((r[0], r[1]) for r in requests)
         aligned.append(args[0].normalization)
+        evened.append(args[0].even_light)
         return real(video, background, requests, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "cut_samples", counting)
@@ -843,22 +870,27 @@ def test_each_animal_frame_is_cut_once_and_apply_only_uses_the_networks_own_crop
     assert tuple(again.model.size) == tuple(crops["image_size"])
     assert again.model.image_scale == pytest.approx(crops["image_scale"])
     assert set(aligned) == {"posture"} and again.model.normalization == "posture"
+    assert set(evened) == {True} and again.model.even_light
     # weights of an earlier version, trained on crops only turned (their file does not say
     # so): the crops cut for them are turned, not straightened, whatever the setting says
     # and of TRex's network layout, which the file does not name either
     data = torch.load(tmp_path / "w.pt", weights_only=True)
     data["state"] = IdentityNetwork(4, result.model.size, layout="v118_3").state_dict()
-    del data["normalization"], data["layout"]
+    del data["normalization"], data["layout"], data["even_light"]
     torch.save(data, tmp_path / "old.pt")
     aligned.clear()
+    evened.clear()
     events.clear()
     old = identify(run, video, settings.updated(recognition_image_size=[0, 0],
                                                 visual_identification_version="deep"),
                    weights=str(tmp_path / "old.pt"), apply_only=True,
                    progress=events.append)
     assert set(aligned) == {"moments"} and old.model.normalization == "moments"
+    # nor were the light's differences evened out in its crops: they are cut raw for it
+    assert set(evened) == {False} and not old.model.even_light
     crops = [e for e in events if e["stage"] == "crops"][0]
     assert "aligned by moments as the loaded network's were" in crops["message"]
+    assert "the light not evened out" in crops["message"]
     # and they hold TRex's layout: the network is rebuilt as it was, and the user is told so
     assert old.model.layout == "v118_3" and result.model.layout == "deep"
     assert "the loaded network's layout is v118_3 (visual_identification_version is deep)" \

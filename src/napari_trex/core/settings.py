@@ -407,7 +407,8 @@ NOT_IMPLEMENTED: dict[str, str] = {
                      "midline_stiff_percentage", "midline_invert"),
                     "no outline posture is computed; the midline that straightens the crops "
                     "(recognition_normalization = posture) is fitted to each animal's pixels"),
-    "correct_luminance": "the background subtraction already removes uneven light",
+    "correct_luminance": "detection thresholds the difference to the background; identification "
+                         "images are always evened out for the light (samples.light_gain)",
     "equalize_histogram": "thresholding works on the difference to the background",
     "match_mode": "animals are always matched to blobs optimally (Hungarian)",
     "blob_split_max_shrink": "splitting is limited by blob_split_global_shrink_limit",

@@ -144,7 +144,7 @@ class IdentityNetwork(nn.Module):
 
     def __init__(self, n_identities: int, size: tuple[int, int], dropout: float = 0.05,
                  image_scale: float | None = None, normalization: str | None = None,
-                 layout: str = DEFAULT_LAYOUT) -> None:
+                 layout: str = DEFAULT_LAYOUT, even_light: bool = True) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown network layout {layout!r}: {' or '.join(LAYOUTS)}")
@@ -155,6 +155,8 @@ class IdentityNetwork(nn.Module):
         #: how its crops were aligned (``recognition_normalization``; None: not recorded)
         self.normalization = normalization
         self.layout = layout
+        #: whether its crops' difference was evened out for the light (``samples.light_gain``)
+        self.even_light = bool(even_light)
 
         def convolution(cin: int, cout: int, side: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, side, padding=side // 2), nn.BatchNorm2d(cout), nn.ReLU()]
@@ -231,6 +233,7 @@ def save_weights(model: IdentityNetwork, path: os.PathLike | str, meta: dict) ->
                     "n_identities": int(model.n_identities), "size": [int(v) for v in model.size],
                     "image_scale": None if model.image_scale is None else float(model.image_scale),
                     "normalization": model.normalization, "layout": model.layout,
+                    "even_light": model.even_light,
                     "meta": plain}, tmp)
 
 
@@ -247,7 +250,9 @@ def load_weights(path: os.PathLike | str, device: torch.device) -> tuple[Identit
         model = IdentityNetwork(int(data["n_identities"]), tuple(data["size"]),
                                 image_scale=None if scale is None else float(scale),
                                 normalization=normalization,
-                                layout=str(data.get("layout") or TREX_LAYOUT))
+                                layout=str(data.get("layout") or TREX_LAYOUT),
+                                # and files from before the light was evened out, raw differences
+                                even_light=bool(data.get("even_light", False)))
         model.load_state_dict(data["state"])
     except (OSError, KeyError, RuntimeError, ValueError, TypeError, EOFError,
             pickle.UnpicklingError) as exc:

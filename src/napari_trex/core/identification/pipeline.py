@@ -200,12 +200,15 @@ def identify_events(
         aligned = (f"; aligned by {loaded.normalization} as the loaded network's were "
                    f"(recognition_normalization is {normalization})")
         normalization = loaded.normalization
+    if loaded is not None and not loaded.even_light:
+        aligned += "; the light not evened out, as in the loaded network's crops (an older file)"
     if loaded is not None and loaded.layout != settings.visual_identification_version:
         aligned += (f"; the loaded network's layout is {loaded.layout} "
                     f"(visual_identification_version is {settings.visual_identification_version})")
     params, crops = automatic_params(size, scale, requests.body_length(), normalization,
                                      max(settings.threshold, settings.track_threshold),
-                                     requests.body_width())
+                                     requests.body_width(),
+                                     even_light=loaded.even_light if loaded is not None else True)
     crops += aligned
     yield {"stage": "crops", "message": crops, "image_size": list(params.size),
            "image_scale": params.scale}
@@ -263,7 +266,8 @@ def identify_events(
         with seeded(settings.seed, device):  # the same seed, the same initial weights
             model = place(IdentityNetwork(n, params.size, image_scale=params.scale,
                                           normalization=params.normalization,
-                                          layout=settings.visual_identification_version), device)
+                                          layout=settings.visual_identification_version,
+                                          even_light=params.even_light), device)
         best_u = 0.0
 
     if not apply_only:
