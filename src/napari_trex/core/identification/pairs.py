@@ -293,8 +293,7 @@ def _cluster_from(members: np.ndarray, embedding: np.ndarray, weight: np.ndarray
     """One clustering of :func:`cluster_tracklets`, started from the tracklets ``members``."""
     centroids = [embedding[m] for m in members]
     while len(centroids) < n:
-        d2 = np.min([((embedding - c) ** 2).sum(axis=1) for c in centroids], axis=0) if centroids \
-            else np.ones(len(embedding))
+        d2 = np.min([((embedding - c) ** 2).sum(axis=1) for c in centroids], axis=0)
         centroids.append(embedding[int(np.argmax(d2 * weight))])
     c = np.array(centroids, np.float64)
     labels = np.full(len(embedding), -1, np.int64)
