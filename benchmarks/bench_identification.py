@@ -65,7 +65,8 @@ def run_one(path: Path, settings, truth=None, label: str = "", distance: float =
           f"{result.steps[0].get('start', 'global segment') if result.steps else '-'}")
     print(f"  tracking {t_track:.0f} s, identification {t_ident:.0f} s, total {t_track + t_ident:.0f} s; "
           f"peak RSS {rss_mb():.0f} MB")
-    print(f"  final uniqueness {result.uniqueness:.4f} (all measured frames, as TRex counts: "
+    print(f"  final uniqueness {result.uniqueness:.4f} (with the parts of split blobs: "
+          f"{result.uniqueness_with_parts:.4f}; all measured frames, as TRex counts: "
           f"{result.uniqueness_all_frames:.4f}); N x frames with an identity "
           f"{coverage['all']:.2%} ({sources})")
     out = {"case": label, "track_s": t_track, "identify_s": t_ident, "uniqueness": result.uniqueness,

@@ -473,6 +473,11 @@ def test_four_animals_are_identified_with_high_accuracy(four_animals, tmp_path):
     info = json.loads((tmp_path / "identification.json").read_text())
     assert info["uniqueness"] == result.uniqueness
     assert info["uniqueness_all_frames"] == result.uniqueness_all_frames
+    # the sample's animals are apart in most frames: ours is TRex's figure on whole animals,
+    # the one that counts the parts of animals at contacts (what training is held to) beside it
+    assert "on whole animals in frames not trained on" in done["message"]
+    assert f"{result.uniqueness_with_parts:.3f} counting the parts" in done["message"]
+    assert info["uniqueness_with_parts"] == result.uniqueness_with_parts
     # how the finished network names each animal on the hold-out, in the file and the message
     holdout = info["holdout"]
     assert holdout["images"] == len(result.validation) > 0
@@ -802,6 +807,30 @@ def test_uniqueness_counts_frames_that_show_every_animal_and_not_the_training_fr
     assert kept_frames.min() == 50 and len(kept_images) == 50
     _, all_frames = untrained((images, disc_frames), [(0, 89)])  # too few left: all of them
     assert len(all_frames) == 100
+
+
+def test_uniqueness_on_whole_animals_leaves_out_the_parts_of_animals_crossing():
+    from napari_trex.core.identification.training import COMPLETE_FRAMES_MIN, whole_animal_uniqueness
+
+    # 3 animals in 40 frames, told apart whole; in the last 10 two of them cross: their blob is
+    # split into parts, and the part of animal 1 (a cross of two fish) is named as animal 0
+    n_frames = 40
+    probs = np.tile(np.eye(3) * 0.9 + 0.05, (n_frames, 1))
+    frames = np.repeat(np.arange(n_frames), 3)
+    whole = np.ones(len(frames), bool)
+    crossing = np.flatnonzero(frames >= 30)
+    whole[crossing[(crossing % 3) < 2]] = False  # animals 0 and 1: parts of one blob
+    probs[crossing[crossing % 3 == 1]] = [0.9, 0.05, 0.05]
+    with_parts = uniqueness(probs, frames, 3)
+    assert with_parts < 0.95  # a quarter of the frames show two of three distinct
+    # TRex's rule: only whole animals, here only the frames that show all of them whole
+    assert whole_animal_uniqueness(probs, frames, whole, 3) == pytest.approx(uniqueness(probs[:90], frames[:90], 3))
+    assert whole_animal_uniqueness(probs, frames, whole, 3) > with_parts + 0.05
+    # where animals are always in contact too few frames show all of them whole: no figure
+    # (the frames left would show some animals only, easily told apart)
+    always = whole & (frames % 4 == 0)  # every animal whole in 8 frames only
+    assert len(np.unique(frames[always])) < COMPLETE_FRAMES_MIN
+    assert whole_animal_uniqueness(probs, frames, always, 3) is None
 
 
 def test_the_automatic_crop_fits_the_animals_and_an_explicit_size_is_kept():

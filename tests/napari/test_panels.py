@@ -149,7 +149,7 @@ def test_identification_panel_trains_plots_and_updates_identities(tracking_panel
     assert job.outcome == "done"
     assert len(ident.plot.epochs) >= 1 and ident.plot.steps  # progress reached the plot
     # the panel says the uniqueness both ways: ours, and the figure a TRex user compares with
-    assert "on frames not trained on" in ident.status.value and "as TRex counts" in ident.status.value
+    assert "frames not trained on" in ident.status.value and "as TRex counts" in ident.status.value
     session = session_for(viewer)
     assert session.identities is not None
     points = viewer.layers[POINTS_LAYER]

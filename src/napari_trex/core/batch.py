@@ -9,6 +9,7 @@ the others go on. Each task writes its results atomically, so a crash never leav
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ def process_video(video_path: str | os.PathLike, output_dir: str | os.PathLike, 
     if outcome.identification is not None:
         row["uniqueness"] = round(float(outcome.identification.uniqueness), 4)
         row["uniqueness_all_frames"] = round(float(outcome.identification.uniqueness_all_frames), 4)
+        with_parts = float(outcome.identification.uniqueness_with_parts)
+        if math.isfinite(with_parts):  # ours is on whole animals: the figure with the parts beside it
+            row["uniqueness_with_parts"] = round(with_parts, 4)
         row["identified_tracklets"] = int((outcome.identities.identity >= 0).sum())
     return row
 

@@ -369,6 +369,11 @@ def load_corrections(output_dir: str | os.PathLike) -> Any:
     return record
 
 
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a figure that was not measured is written as null."""
+    return float(value) if np.isfinite(value) else None
+
+
 def _identification_files(identification: Any, staging: Path, run: TrackingRun) -> list[str]:
     """Weights, per-tracklet identities, the training history, and the validation samples."""
     from .identification.assignment import SOURCES
@@ -379,6 +384,9 @@ def _identification_files(identification: Any, staging: Path, run: TrackingRun) 
                  {"uniqueness": identification.uniqueness})
     info = {"uniqueness": identification.uniqueness,
             "uniqueness_all_frames": identification.uniqueness_all_frames,
+            # where the uniqueness is on whole animals: with the parts at contacts (else null)
+            "uniqueness_with_parts": _finite_or_none(getattr(identification, "uniqueness_with_parts",
+                                                             float("nan"))),
             "device": identification.device,
             "seconds": identification.seconds, "steps": identification.steps,
             "identified_tracklets": int((ids.identity >= 0).sum()), "tracklets": len(ids.identity),

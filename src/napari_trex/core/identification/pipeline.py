@@ -11,6 +11,7 @@ predicted identity changed inside them replace ``run.result`` (the only change t
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from .network import (IdentityNetwork, choose_device, configure_cpu_threads, des
 from .samples import (Samples, automatic_params, check_holdout, class_cap, cut_samples, holdout_split,
                       images_within, regular_subsample)
 from .training import (ACCEPT_SHARE_OF_BEST, TrainingConfig, UnitResult, holdout_report, holdout_text,
-                       label_candidate, train_unit_events, uniqueness)
+                       label_candidate, train_unit_events, uniqueness, whole_animal_uniqueness)
 
 Event = dict[str, Any]
 DISCRIMINATION_FRAMES = 333
@@ -57,11 +58,15 @@ class IdentificationResult:
     seconds: float = 0.0
     settings: Settings | None = None  # the settings the identification ran with
     #: TRex's figure, for comparing with it: every measured frame as it is, the frames trained on
-    #: included (``uniqueness`` leaves those out: there it would reward memory)
+    #: included (``uniqueness`` leaves those out: there it would reward memory), whole animals only
     uniqueness_all_frames: float = float("nan")
     #: the finished network on the hold-out: per identity, and the pairs it mixes up most
     #: (:func:`~.training.holdout_report`); no images when it was not trained here
     holdout: dict[str, Any] = field(default_factory=dict)
+    #: where ``uniqueness`` is on whole animals (TRex's rule): the same frames with the parts of
+    #: animals split at contacts counted too, the figure training is held to (nan where too few
+    #: frames show every animal whole and ``uniqueness`` counts the parts already)
+    uniqueness_with_parts: float = float("nan")
 
 
 def _eligible(run: TrackingRun, parts: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -243,6 +248,10 @@ def identify_events(
     disc_index = np.flatnonzero(requests.frames % step == 0)
     discrimination = yield from cut(disc_index, why="cutting images to measure uniqueness")
     disc = (discrimination.images, discrimination.frame)
+    # which of them show a whole animal, not a part of a blob split at a contact: the final
+    # uniqueness is TRex's, on whole animals; training is held to the stricter figure with parts
+    det_rows = run.result.assignment[discrimination.frame, discrimination.slot]
+    disc_whole = ~run.result.detections["split"][det_rows].astype(bool)
     target = settings.accepted_uniqueness(n)
     config = TrainingConfig(n_identities=n, size=params.size, learning_rate=settings.gpu_learning_rate,
                             max_epochs=settings.gpu_max_epochs, accepted_uniqueness=target,
@@ -576,11 +585,17 @@ def identify_events(
                "identity changed for good", "cuts": cuts}
     identities = assign_identities(tracking, sample_tracklets, probs, n, run.fps,
                                    settings.manual_matches, max_speed_px(run))
-    # one prediction of the discrimination images serves both figures
+    # one prediction of the discrimination images serves every figure
     disc_probs = predict(model, disc[0], device)
     keep = untrained_mask(disc[1], trained_ranges)
-    final_u = uniqueness(disc_probs[keep], disc[1][keep], n) if keep.any() else 0.0
-    trex_u = uniqueness(disc_probs, disc[1]) if len(disc[0]) else 0.0
+    with_parts = uniqueness(disc_probs[keep], disc[1][keep], n) if keep.any() else 0.0
+    whole_u = whole_animal_uniqueness(disc_probs[keep], disc[1][keep], disc_whole[keep], n)
+    final_u = with_parts if whole_u is None else whole_u
+    if whole_u is None:  # the parts are counted in ours already: no second figure
+        with_parts = float("nan")
+    # TRex's own count: every measured frame as it is, whole animals only (§4.4)
+    counted = disc_whole if disc_whole.any() else np.ones(len(disc_whole), bool)
+    trex_u = uniqueness(disc_probs[counted], disc[1][counted]) if len(disc[0]) else 0.0
     if val_set is not None and len(val_set):
         holdout = holdout_report(predict(model, val_set.images, device), val_set.label, n)
     else:
@@ -599,12 +614,14 @@ def identify_events(
                "often the tracking is at fault (TRex's advice): check the tracking's warnings, "
                "track_max_individuals, blob_size_ranges and track_max_speed, then identify again"}
     yield {"stage": "done", "uniqueness": final_u, "uniqueness_all_frames": trex_u,
+           "uniqueness_with_parts": with_parts,
            "identified_share": share, "sources": coverage, "holdout": holdout,
-           "message": f"done in {elapsed:.0f} s: {uniqueness_text(final_u, trex_u)}; "
+           "message": f"done in {elapsed:.0f} s: "
+           f"{uniqueness_text(final_u, trex_u, with_parts)}; "
            f"{share:.1%} of the {n} x {n_frames} animal-frames have an identity ({how or 'none'})"
            + (f"; {checked}" if checked else "")}
     return IdentificationResult(identities, final_u, model, device_name, steps, train_set, val_set, elapsed,
-                                settings, trex_u, holdout)
+                                settings, trex_u, holdout, with_parts)
 
 
 def chance_uniqueness(n_identities: int) -> float:
@@ -617,12 +634,20 @@ def chance_uniqueness(n_identities: int) -> float:
     return 1.0 - (1.0 - 1.0 / n) ** n
 
 
-def uniqueness_text(uniqueness: float, all_frames: float) -> str:
+def uniqueness_text(uniqueness: float, all_frames: float, with_parts: float | None = None) -> str:
     """The uniqueness in words, with TRex's figure beside it: ours is measured on the frames
     not trained on (between the segments: contacts, crossings), TRex's on every measured frame;
-    a user comparing with TRex needs its figure, and ours says what the network has learnt."""
-    return (f"uniqueness {uniqueness:.3f} on frames not trained on "
-            f"({all_frames:.3f} on all measured frames, as TRex counts)")
+    a user comparing with TRex needs its figure, and ours says what the network has learnt.
+
+    ``with_parts``: where ours is on whole animals (TRex's rule), the figure that also counts
+    the parts of animals split at contacts, which is what training is held to; None where too
+    few frames show every animal whole and the parts are counted in ours already (or nan)."""
+    if with_parts is None or math.isnan(with_parts):
+        return (f"uniqueness {uniqueness:.3f} on frames not trained on "
+                f"({all_frames:.3f} on all measured frames, as TRex counts)")
+    return (f"uniqueness {uniqueness:.3f} on whole animals in frames not trained on "
+            f"({with_parts:.3f} counting the parts of animals split at contacts; "
+            f"{all_frames:.3f} on all measured frames, as TRex counts)")
 
 
 # below this share of the animal-frames in the global segments' tracklets, identification

@@ -138,6 +138,25 @@ def uniqueness(probs: np.ndarray, frames: np.ndarray, n_identities: int | None =
     return float(values.mean())
 
 
+def whole_animal_uniqueness(probs: np.ndarray, frames: np.ndarray, whole: np.ndarray,
+                            n_identities: int) -> float | None:
+    """The uniqueness as TRex defines it (trex-reference §4.4): on whole animals only, not on
+    the parts of blobs split at contacts, and here on the frames that show all N of them whole.
+
+    A part of a clump holds pieces of its neighbour (two fish crossing give an X), so the
+    frames with a part measure how well crossings are cut as much as how well the network
+    knows the animals. None where fewer than :data:`COMPLETE_FRAMES_MIN` frames show every
+    animal whole (animals always in contact): the frames left would show some animals only,
+    which are told apart more easily than N."""
+    whole = np.asarray(whole, bool)
+    shown, counts = np.unique(frames[whole], return_counts=True)
+    complete = shown[counts >= n_identities]
+    if len(complete) < COMPLETE_FRAMES_MIN:
+        return None
+    chosen = whole & np.isin(frames, complete)
+    return uniqueness(probs[chosen], frames[chosen], n_identities)
+
+
 HOLDOUT_CONFUSED_MIN = 0.02  # a pair is named as hard to tell apart from this share swapped
 
 

@@ -241,7 +241,8 @@ class IdentificationWidget(JobPanel, Container):
         coverage = identity_coverage(run.result, session.identities, run.n_individuals, hidden)
         how = ", ".join(f"{name} {value:.1%}" for name, value in coverage.items()
                         if name != "all" and value > 0)
-        shown = uniqueness_text(result.uniqueness, result.uniqueness_all_frames)
+        shown = uniqueness_text(result.uniqueness, result.uniqueness_all_frames,
+                                result.uniqueness_with_parts)
         message = (f"identification done: {shown}\n"
                    f"{coverage['all']:.1%} of the {run.n_individuals} x {len(run.result.assignment)} "
                    f"animal-frames have an identity ({how or 'none'}){saved}")
