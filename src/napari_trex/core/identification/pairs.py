@@ -424,8 +424,10 @@ def _split_anew(embedding: np.ndarray, weight: np.ndarray, labels: np.ndarray, c
     0.018 apart in squared distance, against 0.17 between the two animals), 19 of 20 animals
     named, 94.3 % right end to end; pooled and split anew, 20 of 20 and the clusters 96.0 %
     pure by frames (92.4 % before). Such clusters lie close together, so each cluster is
-    pooled with its ``neighbours`` nearest (at most 3n pairs a round, each on two clusters'
-    tracklets: linear in the tracklets)."""
+    pooled with its ``neighbours`` nearest: at most 3n pairs a round, each refined on its two
+    clusters' tracklets after one pass over all tracklets and coexisting pairs to pick them out
+    (100 animals x 5000 tracklets: 7.7 s for the whole clustering with its restarts, against
+    minutes for the pair network)."""
     n = len(c)
     labels, c = labels.copy(), c.copy()
     for _ in range(n):
